@@ -1,0 +1,94 @@
+"""Job configuration: defaults, presets, overrides and error messages."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import CONFIG_DIR, ConfigError, JobConfig, load_config
+
+
+def test_smite_yaml_spells_out_exactly_the_defaults() -> None:
+    assert load_config("smite") == JobConfig()
+    # and it lists every key, so it doubles as the configuration reference
+    listed = yaml.safe_load((CONFIG_DIR / "smite.yaml").read_text())
+    assert listed == JobConfig().model_dump(mode="json")
+
+
+def test_production_defaults_match_method() -> None:
+    cfg = load_config()
+    assert cfg.model.base == "stabilityai/stable-diffusion-2-1-base"
+    assert (cfg.segment.window, cfg.segment.overlap) == (18, 0)
+    assert (cfg.guidance.window, cfg.guidance.overlap) == (16, 8)
+    assert cfg.train.t_range == (5, 100) and cfg.segment.t_range == (95, 104)
+    assert not cfg.guidance.enabled
+
+
+@pytest.mark.parametrize(
+    ("preset", "num_parts", "crop"),
+    [("car", 6, 0.6), ("horse", 5, 0.8), ("face", 10, 0.6)],
+)
+def test_presets_carry_their_part_lists(preset: str, num_parts: int, crop: float) -> None:
+    cfg = load_config(preset)
+    assert len(cfg.parts) == num_parts and cfg.parts[0] == "background"
+    assert cfg.train.min_crop_ratio == crop
+    assert cfg.model.base == JobConfig().model.base  # everything else stays at the defaults
+
+
+def test_tiny_preset_runs_without_gpu() -> None:
+    cfg = load_config("tiny")
+    assert cfg.runtime.gpus_per_actor == 0 and cfg.tracker.kind == "lucas_kanade"
+
+
+def test_overrides_parse_yaml_values() -> None:
+    cfg = load_config("car", ["train.epochs=7", "guidance.track_weight=0.1", "segment.t_range=[90, 99]"])
+    assert cfg.train.epochs == 7
+    assert cfg.guidance.enabled
+    assert cfg.segment.t_range == (90, 99)
+
+
+def test_digest_is_stable_and_sensitive() -> None:
+    assert load_config("car").digest() == load_config("car").digest()
+    assert load_config("car").digest() != load_config("car", ["train.epochs=1"]).digest()
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("train:\n  epochz: 3\n", "train.epochz: unknown key"),
+        ("train:\n  epochs: 0\n", "train.epochs: Input should be greater than 0"),
+        ("segment:\n  window: 8\n  overlap: 8\n", "overlap (8) must be smaller than window (8)"),
+        ("model:\n  resolution: 500\n", "model.resolution: Value error, must be a multiple of 32"),
+        ("parts: [wheel, background]\n", "parts: Value error, the first part must be 'background'"),
+        ("segment:\n  t_range: [100, 90]\n", "segment.t_range: Value error, must be [low, high]"),
+        ("train: [1, 2\n", "not valid YAML at line"),
+        ("- a\n- b\n", "top level must be a mapping"),
+    ],
+)
+def test_bad_files_give_one_line_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and expected in message
+    assert "\n" not in message
+
+
+def test_bad_override_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"--set train.lr=3: train.lr: unknown key"):
+        load_config(None, ["train.lr=3"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(None, ["train.epochs"])
+
+
+def test_missing_file_and_unknown_preset() -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="no such config file or preset"):
+        load_config("unicorn")
