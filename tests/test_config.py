@@ -88,7 +88,7 @@ def test_bad_override_names_the_key() -> None:
 
 
 def test_missing_file_and_unknown_preset() -> None:
-    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config("nope.yaml")
     with pytest.raises(ConfigError, match="no such config file or preset"):
         load_config("unicorn")
