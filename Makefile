@@ -26,7 +26,7 @@ test-all: env
 	$(PY) -m pytest -q
 
 demo: env
-	$(VENV)/bin/smite demo --out demo_out
+	$(VENV)/bin/smite synth demo_out/data
 
 lint: env
 	$(VENV)/bin/ruff check smite_ops pipeline flows tests benchmarks
