@@ -44,6 +44,16 @@ class PartTokens(nn.Module):
 
 
 @torch.no_grad()
+def encode_prompt(text_encoder: nn.Module, tokenizer, text: str) -> Tensor:
+    """Encode ``text`` padded to the tokenizer's length: ``(L, D)`` float32 on the encoder's device."""
+    device = next(text_encoder.parameters()).device
+    ids = tokenizer(
+        text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)
+    return text_encoder(ids).last_hidden_state[0].float()
+
+
+@torch.no_grad()
 def encode_part_prompt(text_encoder: nn.Module, tokenizer, part_names: list[str]) -> tuple[Tensor, Tensor]:
     """Encode the prompt of part names and derive one initial token per foreground part.
 
@@ -56,12 +66,7 @@ def encode_part_prompt(text_encoder: nn.Module, tokenizer, part_names: list[str]
         ``(base_embedding (L, D), init_tokens (P - 1, D))`` in float32 on the encoder's device: the encoded
         space-separated prompt, and for each foreground part the mean encoder output over its word's tokens.
     """
-    device = next(text_encoder.parameters()).device
-    ids = tokenizer(
-        " ".join(part_names), padding="max_length", max_length=tokenizer.model_max_length,
-        truncation=True, return_tensors="pt",
-    ).input_ids.to(device)
-    embedding = text_encoder(ids).last_hidden_state[0].float()
+    embedding = encode_prompt(text_encoder, tokenizer, " ".join(part_names))
     word_lengths = [len(tokenizer(name, add_special_tokens=False).input_ids) for name in part_names]
     if 1 + sum(word_lengths) > tokenizer.model_max_length - 1:
         raise ValueError(f"the part names {part_names} do not fit in {tokenizer.model_max_length} text tokens")

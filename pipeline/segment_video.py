@@ -1,0 +1,102 @@
+"""`smite segment-video`: one video, one process, windows in sequence (development and small jobs).
+
+Writes ``OUT/<video_id>/<frame:05d>.png`` label maps (the layout `smite evaluate-masks` reads) and, when
+``output.overlays`` is on, ``OUT/<video_id>.mp4`` with coloured parts. Frames are decoded per window and
+released as soon as every window covering them is done, so memory does not grow with the video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.backbones import load_job_backbone
+from pipeline.config import JobConfig
+from pipeline.evaluate import save_label_maps
+from pipeline.overlay import overlay_labels, part_palette
+from pipeline.stitch import ScoreStitcher, native_labels
+from pipeline.video import probe_video, read_frames, write_video
+from pipeline.windows import plan_windows
+from smite_ops.part_model import load_part_model
+from smite_ops.segmentation import SegmentSettings, WindowSegmenter
+
+
+@dataclass(frozen=True)
+class SegmentedVideo:
+    """Where one segmented video's outputs went, and how long it took."""
+
+    video_id: str
+    num_frames: int
+    labels_dir: Path
+    overlay: Path | None
+    seconds: float
+
+
+def video_id_of(uri: str) -> str:
+    """The id of a video: its file name without the extension."""
+    return PurePosixPath(uri.split("://")[-1]).stem
+
+
+def segment_settings(config: JobConfig) -> SegmentSettings:
+    """The method's segmentation settings from a job configuration."""
+    segment = config.segment
+    return SegmentSettings(
+        resolution=config.model.resolution, t_range=segment.t_range, hierarchical=segment.hierarchical,
+        crop_expand=segment.crop_expand, multi_crop=segment.multi_crop,
+    )
+
+
+def build_segmenter(model_dir: str, config: JobConfig) -> tuple[WindowSegmenter, list[str]]:
+    """Load the backbone and the part model (checked against each other) into a window segmenter."""
+    backbone = load_job_backbone(config.model, config.runtime)
+    part_model = load_part_model(model_dir, expect_base_hash=backbone.content_hash)
+    return WindowSegmenter(backbone, part_model, segment_settings(config)), part_model.part_names
+
+
+def stitched_frames(
+    uri: str, segmenter: WindowSegmenter, config: JobConfig, progress: bool = True
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Segment a video window by window; yield ``(index, frame (H,W,3) uint8, labels (H,W) uint8)`` in order."""
+    info = probe_video(uri)
+    windows = plan_windows(info.num_frames, config.segment.window, config.segment.overlap)
+    stitcher = ScoreStitcher(windows, info.num_frames)
+    pending: dict[int, np.ndarray] = {}
+    for window in tqdm(windows, desc=video_id_of(uri), unit="window", disable=not progress):
+        frames = read_frames(uri, window.start, window.stop)
+        pending.update({window.start + i: frame for i, frame in enumerate(frames)})
+        scores = segmenter(torch.from_numpy(frames).permute(0, 3, 1, 2), seed=config.segment.seed + window.start)
+        for index, blended in stitcher.add(window, scores):
+            labels = native_labels(blended[None], info.height, info.width)[0].numpy().astype(np.uint8)
+            yield index, pending.pop(index), labels
+
+
+def segment_video_file(
+    uri: str, model_dir: str, out_dir: str | Path, config: JobConfig, progress: bool = True
+) -> SegmentedVideo:
+    """Segment one video into label PNGs (and an overlay mp4); see the module docstring for the layout."""
+    started = time.perf_counter()
+    info = probe_video(uri)
+    segmenter, part_names = build_segmenter(model_dir, config)
+    video_id = video_id_of(uri)
+    out = Path(out_dir)
+    palette = part_palette(len(part_names))
+    overlay_path = out / f"{video_id}.mp4" if config.output.overlays else None
+
+    def overlays() -> Iterator[np.ndarray]:
+        for index, frame, labels in stitched_frames(uri, segmenter, config, progress):
+            save_label_maps(out, video_id, [index], labels[None])
+            yield overlay_labels(frame, labels, palette)
+
+    if overlay_path is not None:
+        write_video(str(overlay_path), overlays(), fps=config.output.overlay_fps or info.fps)
+    else:
+        for _ in overlays():
+            pass
+    segmenter.runner.close()
+    return SegmentedVideo(video_id, info.num_frames, out / video_id, overlay_path, time.perf_counter() - started)

@@ -1,0 +1,135 @@
+"""`smite train`: learn a part model from a reference set, resumable after every epoch.
+
+The output folder receives the part model (the best validation mIoU so far, see
+:mod:`smite_ops.part_model`) and ``training_state.pt``, the state of the last finished epoch; running the
+same command again continues from there. Validation uses a separate reference set when one is given, else
+the training references without augmentation (a reference set has only a handful of images).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.augment import ReferenceAugmenter
+from pipeline.backbones import load_job_backbone
+from pipeline.config import ConfigError, JobConfig
+from pipeline.references import ReferenceSet, load_reference_set
+from smite_ops.conditioning import encode_part_prompt, encode_prompt
+from smite_ops.learning import LearnSettings, PartLearner
+from smite_ops.losses import SmiteLoss
+from smite_ops.part_model import save_part_model
+
+STATE_FILE = "training_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    model_dir: Path
+    epochs_run: int
+    best_epoch: int
+    best_miou: float
+    seconds: float
+
+
+def learn_settings(config: JobConfig) -> LearnSettings:
+    """The method's learning settings from a job configuration."""
+    train = config.train
+    return LearnSettings(
+        token_epochs=train.token_epochs, stage2=train.stage2, trainable=train.trainable,
+        token_lr=train.token_lr, unet_lr=train.unet_lr, t_range=train.t_range,
+        guidance_scale=train.guidance_scale, validation_t_range=train.validation_t_range,
+        resolution=config.model.resolution,
+        loss=SmiteLoss(coef_sd=train.coef_sd, coef_freq=train.coef_freq, freq_from_epoch=train.freq_from_epoch),
+    )
+
+
+def _check_parts(config: JobConfig, references: ReferenceSet) -> None:
+    default_parts = JobConfig().parts
+    if config.parts != default_parts and config.parts != references.part_names:
+        raise ConfigError(
+            f"{references.root}/parts.txt: parts {references.part_names} differ from the config's parts {config.parts}"
+        )
+
+
+def _as_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 ``(H, W, 3)`` image and ``(H, W)`` mask -> ``(3, H, W)`` float in [-1, 1] and int64 labels."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+    return tensor, torch.from_numpy(np.ascontiguousarray(mask)).long()
+
+
+def train_part_model(
+    references_dir: str, out_dir: str | Path, config: JobConfig, *, validation_dir: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train (or resume training) a part model.
+
+    Args:
+        references_dir: reference set folder (see :mod:`pipeline.references`).
+        out_dir: where the part model and the training state go.
+        config: job configuration (``model``, ``train`` and ``runtime`` sections are used).
+        validation_dir: optional separate reference set for model selection.
+        progress: show a progress bar.
+    """
+    started = time.perf_counter()
+    references = load_reference_set(references_dir)
+    _check_parts(config, references)
+    validation = load_reference_set(validation_dir) if validation_dir else references
+    if validation.part_names != references.part_names:
+        raise ConfigError(f"{validation.root}/parts.txt: parts differ from {references.root}/parts.txt")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.train.seed)
+    backbone = load_job_backbone(config.model, config.runtime, with_text_encoder=True, for_training=True)
+    base, init = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
+    uncond = encode_prompt(backbone.text_encoder, backbone.tokenizer, "")
+    learner = PartLearner(backbone, references.part_names, base, init, uncond, learn_settings(config))
+
+    start_epoch, best_epoch, best_miou = 0, -1, -1.0
+    state_path = out / STATE_FILE
+    if state_path.exists():
+        state = torch.load(state_path, weights_only=True)
+        learner.load_state_dict(state["learner"])
+        start_epoch, best_epoch, best_miou = state["next_epoch"], state["best_epoch"], state["best_miou"]
+
+    augment = ReferenceAugmenter(
+        config.model.resolution, config.train.min_crop_ratio, config.train.flip,
+        face=config.segment.multi_crop, seed=config.train.seed + start_epoch,
+    )
+    generator = torch.Generator().manual_seed(config.train.seed + start_epoch)
+    val_samples = [_as_tensors(image, mask) for image, mask in zip(validation.images, validation.masks, strict=True)]
+    bar = tqdm(range(start_epoch, config.train.epochs), desc="train", unit="epoch", disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(len(references), generator=generator).tolist()
+        losses = []
+        for step, index in enumerate(order):
+            focus = (epoch * len(references) + step) % references.num_parts
+            image, mask = _as_tensors(*augment(references.images[index], references.masks[index], focus))
+            losses.append(float(learner.step(image, mask, epoch, generator).total))
+        score = learner.validate([s[0] for s in val_samples], [s[1] for s in val_samples], generator)
+        if score > best_miou:
+            best_epoch, best_miou = epoch, score
+            info = {"epoch": epoch, "validation_miou": score, "config_digest": config.digest(),
+                    "train": config.train.model_dump(mode="json")}
+            save_part_model(learner.part_model(info), str(out))
+        pending = state_path.with_suffix(".pending")
+        torch.save(
+            {"learner": learner.state_dict(), "next_epoch": epoch + 1, "best_epoch": best_epoch,
+             "best_miou": best_miou},
+            pending,
+        )
+        pending.replace(state_path)
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_miou=f"{score:.1f}", best=f"{best_miou:.1f}")
+    learner.runner.close()
+    return TrainResult(
+        model_dir=out, epochs_run=config.train.epochs - start_epoch, best_epoch=best_epoch, best_miou=best_miou,
+        seconds=time.perf_counter() - started,
+    )
