@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from smite_ops.errors import InputError
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -24,7 +26,7 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 Timestep = Annotated[int, Field(ge=0, le=999)]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration file or override is invalid; the message names the file and the key."""
 
 

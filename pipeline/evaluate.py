@@ -34,12 +34,13 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.smite50 import FRAMES_FILE, natural_key, read_ground_truth
+from smite_ops.errors import InputError
 from smite_ops.metrics import davis_f, davis_j, gt_consistent_flicker, miou
 
 PARTS_FILE = "references/parts.txt"
 
 
-class EvaluationError(ValueError):
+class EvaluationError(InputError):
     """Predictions or ground truth cannot be evaluated; the message names the file or folder and the problem."""
 
 

@@ -21,11 +21,13 @@ import fsspec
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from smite_ops.errors import InputError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".npy")
 
 
-class ReferenceSetError(ValueError):
+class ReferenceSetError(InputError):
     """A reference set is malformed; the message names the file and the problem."""
 
 

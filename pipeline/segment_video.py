@@ -54,8 +54,9 @@ def segment_settings(config: JobConfig) -> SegmentSettings:
 
 def build_segmenter(model_dir: str, config: JobConfig) -> tuple[WindowSegmenter, list[str]]:
     """Load the backbone and the part model (checked against each other) into a window segmenter."""
+    part_model = load_part_model(model_dir)
     backbone = load_job_backbone(config.model, config.runtime)
-    part_model = load_part_model(model_dir, expect_base_hash=backbone.content_hash)
+    part_model.check_fits(backbone.content_hash, where=model_dir)
     return WindowSegmenter(backbone, part_model, segment_settings(config)), part_model.part_names
 
 

@@ -27,11 +27,13 @@ import fsspec
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from smite_ops.errors import InputError
+
 FRAMES_FILE = "frames_numbers.txt"
 _DIGITS = re.compile(r"(\d+)")
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(InputError):
     """A ground-truth folder is malformed; the message names the file or folder and the problem."""
 
 

@@ -42,8 +42,10 @@ from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 from fsspec.implementations.local import LocalFileSystem
 
+from smite_ops.errors import InputError
 
-class VideoError(ValueError):
+
+class VideoError(InputError):
     """A video cannot be read or written; ``str(error)`` is ``f"{uri}: {problem}"`` (one line).
 
     Picklable (``args == (uri, problem)``), so it survives a trip through Ray.

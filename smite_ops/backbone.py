@@ -32,6 +32,8 @@ from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub import snapshot_download
 
+from smite_ops.errors import InputError
+
 _MODEL_COMPONENTS = ("unet", "vae", "scheduler")
 _TEXT_COMPONENTS = ("text_encoder", "tokenizer")
 _CONFIG_NAMES = {
@@ -46,7 +48,7 @@ _HASHED = ("unet", "vae")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-class BackboneError(ValueError):
+class BackboneError(InputError):
     """A checkpoint could not be found or loaded; the message names the source and the problem."""
 
 

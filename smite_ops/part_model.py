@@ -27,13 +27,15 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
+from smite_ops.errors import InputError
+
 FORMAT = "smite-part-model/1"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 _UNET_PREFIX = "unet."
 
 
-class PartModelError(ValueError):
+class PartModelError(InputError):
     """A part model folder is missing, malformed, or does not fit the backbone or parts it is used with."""
 
 
@@ -90,6 +92,18 @@ class PartModel:
             "info": self.info,
         }
 
+    def check_fits(
+        self, base_hash: str | None = None, parts: list[str] | None = None, where: str = "part model"
+    ) -> None:
+        """Refuse a backbone (by content hash) or a part list other than the ones this model was trained for."""
+        if base_hash is not None and base_hash != self.base_hash:
+            raise PartModelError(
+                f"{where}: trained on base model {self.base_model} ({self.base_hash[:12]}), "
+                f"but the loaded backbone is {base_hash[:12]}"
+            )
+        if parts is not None and list(parts) != self.part_names:
+            raise PartModelError(f"{where}: parts {self.part_names} differ from the expected {list(parts)}")
+
     def apply_to_unet(self, unet: nn.Module) -> None:
         """Copy the trained parameters into ``unet`` (names and shapes must match)."""
         params = dict(unet.named_parameters())
@@ -137,24 +151,18 @@ def load_part_model(
         if isinstance(err, PartModelError):
             raise
         raise PartModelError(f"{weights_path}: unreadable weights ({err})") from None
-    base_hash = manifest["base_model"]["content_hash"]
-    if expect_base_hash is not None and base_hash != expect_base_hash:
-        raise PartModelError(
-            f"{manifest_path}: trained on base model {manifest['base_model']['source']} ({base_hash[:12]}), "
-            f"but the loaded backbone is {expect_base_hash[:12]}"
-        )
-    if expect_parts is not None and manifest["parts"] != list(expect_parts):
-        raise PartModelError(f"{manifest_path}: parts {manifest['parts']} differ from the expected {expect_parts}")
     for key in ("conditioning", "tokens"):
         if key not in tensors:
             raise PartModelError(f"{weights_path}: tensor {key!r} missing")
-    return PartModel(
+    model = PartModel(
         part_names=list(manifest["parts"]),
         base_model=manifest["base_model"]["source"],
-        base_hash=base_hash,
+        base_hash=manifest["base_model"]["content_hash"],
         resolution=int(manifest["resolution"]),
         conditioning=tensors["conditioning"],
         tokens=tensors["tokens"],
         unet_weights={k[len(_UNET_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_UNET_PREFIX)},
         info=manifest.get("info", {}),
     )
+    model.check_fits(expect_base_hash, expect_parts, where=manifest_path)
+    return model

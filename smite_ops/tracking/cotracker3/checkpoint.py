@@ -9,13 +9,14 @@ import fsspec
 import safetensors.torch
 import torch
 
+from smite_ops.errors import InputError
 from smite_ops.tracking.cotracker3.model import CoTracker3Offline
 
 _SHOWN = 3
 """How many offending keys an error message lists."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file that is missing, unreadable, or not a CoTracker3 offline state dict."""
 
 
