@@ -83,7 +83,20 @@ class TrainConfig(_Section):
     seed: int = 777
 
 
-class SegmentConfig(_Section):
+class _Windowed(_Section):
+    """A section that splits videos into windows of ``window`` frames overlapping by ``overlap``."""
+
+    window: PositiveInt
+    overlap: NonNegativeInt
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> _Windowed:
+        if self.overlap >= self.window:
+            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
+        return self
+
+
+class SegmentConfig(_Windowed):
     """Unguided window segmentation (METHOD.md §4.1-4.3, 4.6, 4.7)."""
 
     window: PositiveInt = 18
@@ -95,14 +108,8 @@ class SegmentConfig(_Section):
     multi_crop: bool = Field(False, description="tiled 4-crop mode (the reference's face mode, METHOD.md §4.7)")
     seed: int = 777
 
-    @model_validator(mode="after")
-    def _overlap_below_window(self) -> SegmentConfig:
-        if self.overlap >= self.window:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
-        return self
 
-
-class GuidanceConfig(_Section):
+class GuidanceConfig(_Windowed):
     """Spatio-temporal latent guidance (METHOD.md §4.4, §5-7); off when both weights are 0 (the reference)."""
 
     track_weight: NonNegativeFloat = 0.0
@@ -125,12 +132,6 @@ class GuidanceConfig(_Section):
     @property
     def enabled(self) -> bool:
         return self.track_weight > 0 or self.reg_weight > 0
-
-    @model_validator(mode="after")
-    def _overlap_below_window(self) -> GuidanceConfig:
-        if self.overlap >= self.window:
-            raise ValueError(f"overlap ({self.overlap}) must be smaller than window ({self.window})")
-        return self
 
 
 class TrackerConfig(_Section):

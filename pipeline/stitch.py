@@ -3,7 +3,8 @@
 Windows are never merged "last window wins": every frame's scores are the weighted mean of the windows that
 cover it, with weights that fall off linearly toward a window edge lying inside the video (frames at the
 video's own start and end keep full weight). Where the windows agree the blend is exactly their common value,
-and the weights change continuously across window borders, so no seam appears there.
+and the weights change continuously across window borders, so no seam appears there. A frame's contributions
+are summed in window order whatever order they arrived in, so the result is bit-identical across runs.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ class ScoreStitcher:
             self._pending[w.start : w.stop] += 1
         if bool((self._pending == 0).any()):
             raise ValueError("the windows do not cover every frame")
-        self._sums: dict[int, torch.Tensor] = {}
-        self._weights: dict[int, float] = {}
+        self._parts: dict[int, list[tuple[int, torch.Tensor, float]]] = {}
         self._next = 0
+
+    @property
+    def next_frame(self) -> int:
+        """The first frame not yet released (``num_frames`` once all are)."""
+        return self._next
 
     def add(self, window: Window, scores: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """Add one window's scores ``(window.length, P, h, w)``; yield ``(frame_index, (P, h, w) float32)``
@@ -59,13 +64,16 @@ class ScoreStitcher:
             raise ValueError(f"expected {window.length} frames of scores, got {scores.shape[0]}")
         weights = blend_weights(window, self.num_frames)
         for offset, frame in enumerate(range(window.start, window.stop)):
-            weighted = scores[offset].float() * weights[offset]
-            self._sums[frame] = self._sums[frame] + weighted if frame in self._sums else weighted
-            self._weights[frame] = self._weights.get(frame, 0.0) + float(weights[offset])
+            part = (window.start, scores[offset].float() * weights[offset], float(weights[offset]))
+            self._parts.setdefault(frame, []).append(part)
             self._pending[frame] -= 1
         while self._next < self.num_frames and self._pending[self._next] == 0:
             frame = self._next
-            yield frame, self._sums.pop(frame) / self._weights.pop(frame)
+            parts = sorted(self._parts.pop(frame), key=lambda item: item[0])
+            total = parts[0][1]
+            for _, weighted, _ in parts[1:]:
+                total = total + weighted
+            yield frame, total / sum(weight for _, _, weight in parts)
             self._next += 1
 
 
@@ -79,3 +87,15 @@ def native_labels(scores: torch.Tensor, height: int, width: int) -> torch.Tensor
     flat = scores.reshape(-1, *scores.shape[-3:]).float()
     resized = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False)
     return resized.argmax(dim=1).reshape(*lead, height, width)
+
+
+def native_probabilities(scores: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Softmax over classes of one frame's scores ``(P, h, w)``, resized bilinearly to ``height x width``.
+
+    Returns:
+        ``(P, height, width)`` float32 class probabilities (each pixel sums to 1); their argmax is the label map.
+    """
+    probabilities = torch.softmax(scores.float(), dim=0)[None]
+    if probabilities.shape[-2:] != (height, width):
+        probabilities = F.interpolate(probabilities, size=(height, width), mode="bilinear", align_corners=False)
+    return probabilities[0]

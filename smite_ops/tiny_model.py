@@ -12,13 +12,16 @@ as a real one (see :func:`smite_ops.backbone.load_backbone`):
 - CLIP text encoder (hidden size 32, 2 layers) with a byte-level tokenizer of 77 tokens whose vocabulary
   is just the 256 byte symbols (no merges), so every prompt word becomes several tokens.
 
-Weights are random, drawn from ``torch.Generator`` seeded with ``seed``: the same seed writes
-byte-identical weight files.
+:func:`write_tiny_sd` writes randomly initialised weights (the libraries' default initialisation under a
+seed: the same seed writes byte-identical weight files). Random weights give near-uniform attention, so the
+checkpoint the demo and the tiny configuration use is pretrained on synthetic frames by
+:mod:`pipeline.pretrain_tiny`, as Stable Diffusion is pretrained in production.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -101,36 +104,42 @@ def _text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(config)
 
 
-def _reinitialise(module: torch.nn.Module, generator: torch.Generator) -> None:
-    """Overwrite every floating parameter with seeded values (weights ~N(0, 0.02), norms at 1/0)."""
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if "norm" in name:
-                param.fill_(1.0 if name.endswith("weight") else 0.0)
-            else:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+@dataclass
+class TinyComponents:
+    """The trainable parts of a tiny checkpoint (the scheduler is fixed: :func:`sd_ddim_scheduler`)."""
+
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
 
 
-def write_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny SD-shaped checkpoint in diffusers format to ``out_dir`` and return that path.
+def build_tiny_components(seed: int = 0) -> TinyComponents:
+    """Fresh tiny modules with the libraries' default initialisation, drawn under ``torch.manual_seed(seed)``.
+
+    The global RNG state is restored afterwards; the same seed gives identical weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**tiny_unet_config())
+        vae = AutoencoderKL(**tiny_vae_config())
+        tokenizer = _byte_level_tokenizer()
+        text_encoder = _text_encoder(tokenizer)
+    return TinyComponents(unet, vae, text_encoder, tokenizer)
+
+
+def save_tiny_sd(components: TinyComponents, out_dir: str | Path) -> Path:
+    """Save tiny components as a diffusers-format checkpoint folder (safetensors) and return its path.
 
     The folder holds ``model_index.json``, ``unet/``, ``vae/``, ``scheduler/``, ``text_encoder/`` and
-    ``tokenizer/``; weights are safetensors. Latents are ``(4, H/8, W/8)`` for an ``(3, H, W)`` image;
-    the UNet runs in milliseconds on CPU at 64x64 or 128x128 pixels. Deterministic for a seed.
+    ``tokenizer/``, loadable with :func:`smite_ops.backbone.load_backbone`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    generator = torch.Generator().manual_seed(seed)
-    unet = UNet2DConditionModel(**tiny_unet_config())
-    vae = AutoencoderKL(**tiny_vae_config())
-    tokenizer = _byte_level_tokenizer()
-    text_encoder = _text_encoder(tokenizer)
-    for module in (unet, vae, text_encoder):
-        _reinitialise(module, generator)
-    unet.save_pretrained(out / "unet")
-    vae.save_pretrained(out / "vae")
-    text_encoder.save_pretrained(out / "text_encoder")
-    tokenizer.save_pretrained(out / "tokenizer")
+    components.unet.save_pretrained(out / "unet")
+    components.vae.save_pretrained(out / "vae")
+    components.text_encoder.save_pretrained(out / "text_encoder")
+    components.tokenizer.save_pretrained(out / "tokenizer")
     sd_ddim_scheduler().save_pretrained(out / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",
@@ -143,3 +152,13 @@ def write_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     return out
+
+
+def write_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a randomly initialised tiny SD-shaped checkpoint to ``out_dir`` and return that path.
+
+    Latents are ``(4, H/8, W/8)`` for an ``(3, H, W)`` image; the UNet runs in milliseconds on CPU at 64x64 or
+    128x128 pixels. Deterministic for a seed. The pretrained checkpoint the tiny job configuration uses is
+    made from these weights by :mod:`pipeline.pretrain_tiny`.
+    """
+    return save_tiny_sd(build_tiny_components(seed), out_dir)
