@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,11 +19,12 @@ from tqdm import tqdm
 from pipeline.backbones import load_job_backbone
 from pipeline.config import JobConfig
 from pipeline.evaluate import save_label_maps
+from pipeline.inputs import video_id_of
 from pipeline.overlay import overlay_labels, part_palette
 from pipeline.stitch import ScoreStitcher, native_labels
 from pipeline.video import probe_video, read_frames, write_video
 from pipeline.windows import plan_windows
-from smite_ops.part_model import load_part_model
+from smite_ops.part_model import PartModel, load_part_model
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter
 
 
@@ -38,11 +39,6 @@ class SegmentedVideo:
     seconds: float
 
 
-def video_id_of(uri: str) -> str:
-    """The id of a video: its file name without the extension."""
-    return PurePosixPath(uri.split("://")[-1]).stem
-
-
 def segment_settings(config: JobConfig) -> SegmentSettings:
     """The method's segmentation settings from a job configuration."""
     segment = config.segment
@@ -52,12 +48,12 @@ def segment_settings(config: JobConfig) -> SegmentSettings:
     )
 
 
-def build_segmenter(model_dir: str, config: JobConfig) -> tuple[WindowSegmenter, list[str]]:
-    """Load the backbone and the part model (checked against each other) into a window segmenter."""
+def build_segmenter(model_dir: str, config: JobConfig) -> tuple[WindowSegmenter, PartModel]:
+    """Load the part model and the backbone, check they belong together, and build a window segmenter."""
     part_model = load_part_model(model_dir)
     backbone = load_job_backbone(config.model, config.runtime)
     part_model.check_fits(backbone.content_hash, where=model_dir)
-    return WindowSegmenter(backbone, part_model, segment_settings(config)), part_model.part_names
+    return WindowSegmenter(backbone, part_model, segment_settings(config)), part_model
 
 
 def stitched_frames(
@@ -83,10 +79,10 @@ def segment_video_file(
     """Segment one video into label PNGs (and an overlay mp4); see the module docstring for the layout."""
     started = time.perf_counter()
     info = probe_video(uri)
-    segmenter, part_names = build_segmenter(model_dir, config)
+    segmenter, part_model = build_segmenter(model_dir, config)
     video_id = video_id_of(uri)
     out = Path(out_dir)
-    palette = part_palette(len(part_names))
+    palette = part_palette(len(part_model.part_names))
     overlay_path = out / f"{video_id}.mp4" if config.output.overlays else None
 
     def overlays() -> Iterator[np.ndarray]:

@@ -1,0 +1,185 @@
+"""What runs on Ray workers: shard actors that hold a loaded segmenter and also track whole videos.
+
+:class:`ShardWorker` is a plain class (usable without Ray); :func:`start_worker` makes a Ray actor of it with
+the resources of ``runtime`` (``num_gpus`` for GPU actors, ``num_cpus`` for CPU ones). An actor builds its
+segmenter once, from a picklable factory, then processes shards: it decodes only the shard's frames and
+returns every window's class scores at the segmenter's output size in half precision.
+
+An actor process that dies (killed, out of memory, node lost) is restarted by Ray, which runs the factory
+again and retries the shard that was running and those queued on it, up to :data:`MAX_RESTARTS` times.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import ray
+import torch
+from ray.actor import ActorHandle
+
+from pipeline.config import JobConfig, RuntimeConfig
+from pipeline.plan import Shard
+from pipeline.segmenters import SegmenterFactory
+from pipeline.shared_tracks import compute_video_tracks, make_tracker
+from pipeline.video import VideoInfo, read_frames
+from pipeline.windows import Window
+from smite_ops.tracking.base import PointTracker
+from smite_ops.tracking.long_video import VideoTracks, slice_tracks
+
+MAX_RESTARTS = 3
+"""How many times Ray restarts a dead shard actor (and retries its shards) before giving up on it."""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """The scores of one shard.
+
+    Attributes:
+        shard: the shard processed.
+        guided: whether these are phase-B (guided) scores.
+        scores: per window, in shard order, ``(window.length, P, h, w)`` float16 class scores.
+        model_seconds: wall time spent inside segmenter calls, s.
+        decode_seconds: wall time spent decoding the shard's frames, s.
+    """
+
+    shard: Shard
+    guided: bool
+    scores: tuple[tuple[Window, torch.Tensor], ...]
+    model_seconds: float
+    decode_seconds: float
+
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """One actor process: its pid and node, shards done and model time since it (re)started, peak RSS in MiB."""
+
+    pid: int
+    node_id: str
+    shards: int
+    model_seconds: float
+    peak_rss_mib: float
+
+
+class ShardWorker:
+    """Holds one loaded segmenter and runs shards through it.
+
+    Args:
+        factory: builds the segmenter (called once, here).
+        seed: the job seed; window ``[s, e)`` is segmented with seed ``seed + s`` whatever shard holds it.
+        resolution: the working resolution, in pixels (the frame size of the tracks).
+    """
+
+    def __init__(self, factory: SegmenterFactory, seed: int, resolution: int) -> None:
+        self.loaded = factory()
+        self.seed = seed
+        self.resolution = resolution
+        self.shards = 0
+        self.model_seconds = 0.0
+        self._tracker: PointTracker | None = None
+
+    def describe(self) -> tuple[list[str], str]:
+        """``(part_names, model_id)`` of the loaded segmenter."""
+        return self.loaded.part_names, self.loaded.model_id
+
+    def run(
+        self, shard: Shard, tracks: VideoTracks | None = None, reference: torch.Tensor | None = None
+    ) -> ShardResult:
+        """Decode frames ``[shard.start, shard.stop)`` and segment each window of the shard.
+
+        Phase A (no ``tracks``): unguided scores. Phase B: guided refinement of each window against its slice
+        of ``reference`` (``(shard.stop - shard.start, P, h, w)``, the stitched phase-A scores of the shard's
+        frames) and of the video's shared ``tracks`` (pixels of the square working-resolution frame).
+        """
+        started = time.perf_counter()
+        frames = torch.from_numpy(read_frames(shard.uri, shard.start, shard.stop)).permute(0, 3, 1, 2)
+        decode_seconds = time.perf_counter() - started
+        if tracks is not None and (self.loaded.refine is None or reference is None):
+            raise ValueError("guided refinement needs a segmenter with guidance on and phase-A reference scores")
+        model_seconds = 0.0
+        scores = []
+        for window in shard.windows:
+            local = slice(window.start - shard.start, window.stop - shard.start)
+            seed = self.seed + window.start
+            started = time.perf_counter()
+            if tracks is None:
+                window_scores = self.loaded.segment(frames[local], seed)
+            else:
+                side = self.resolution
+                window_tracks = slice_tracks(tracks, window.start, window.stop)
+                window_scores = self.loaded.refine(frames[local], reference[local], window_tracks, (side, side), seed)
+            model_seconds += time.perf_counter() - started
+            if window_scores.ndim != 4 or window_scores.shape[0] != window.length:
+                raise ValueError(
+                    f"{shard.uri}: the segmenter returned scores of shape {tuple(window_scores.shape)} for "
+                    f"{window.length} frames; expected (T, P, h, w)"
+                )
+            scores.append((window, window_scores.to(torch.float16).cpu()))
+        self.shards += 1
+        self.model_seconds += model_seconds
+        return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds)
+
+    def track(self, info: VideoInfo, config: JobConfig) -> VideoTracks:
+        """Point tracks of one whole video (see :mod:`pipeline.shared_tracks`), with the tracker built once.
+
+        Run as an actor task, the result stays in the object store: every shard that needs the tracks gets
+        them from there without a recompute. Tracking runs in the shard actors because they already hold
+        the job's CPUs or GPUs (a separate task could wait forever for resources the actors keep).
+        """
+        if self._tracker is None:
+            self._tracker = make_tracker(config)
+        return compute_video_tracks(info, config, self._tracker)
+
+    def stats(self) -> WorkerStats:
+        """This process's counters and peak resident memory."""
+        node_id = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+        return WorkerStats(os.getpid(), node_id, self.shards, self.model_seconds, peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size in MiB (Linux ``VmHWM``; NaN where /proc is not available).
+
+    Not ``ru_maxrss``, which Linux carries over from the process that forked this one.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # the value is in KiB
+    except OSError:
+        pass
+    return float("nan")
+
+
+def check_resources(runtime: RuntimeConfig) -> None:
+    """Refuse a job whose actors ask for more GPUs or CPUs than any node of the Ray cluster has.
+
+    Raises:
+        ValueError: one line naming the ``runtime`` key to change.
+    """
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    largest_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
+    largest_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
+    if runtime.gpus_per_actor > largest_gpus:
+        raise ValueError(
+            f"runtime.gpus_per_actor={runtime.gpus_per_actor} but no Ray node has that many GPUs "
+            f"(largest: {largest_gpus}); set runtime.gpus_per_actor=0 to run on CPUs"
+        )
+    if runtime.cpus_per_actor > largest_cpus:
+        raise ValueError(
+            f"runtime.cpus_per_actor={runtime.cpus_per_actor} but no Ray node has that many CPUs "
+            f"(largest: {largest_cpus})"
+        )
+
+
+def start_worker(factory: SegmenterFactory, config: JobConfig) -> ActorHandle:
+    """Start one shard actor with the configured CPU / GPU request; Ray restarts it up to ``MAX_RESTARTS`` times."""
+    runtime = config.runtime
+    actor_class = ray.remote(ShardWorker).options(
+        num_cpus=runtime.cpus_per_actor,
+        num_gpus=runtime.gpus_per_actor,
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=MAX_RESTARTS,
+    )
+    return actor_class.remote(factory, config.segment.seed, config.model.resolution)

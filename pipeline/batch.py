@@ -1,0 +1,333 @@
+"""The batch driver: segment many videos on Ray with bounded memory, and write every output.
+
+:func:`segment_videos` expands the inputs, starts the shard actors (each loads the segmenter once), then
+loops: it opens videos one at a time as capacity frees up (probe, plan, skip the committed ones), submits
+their shards to the least busy actor, and stitches and writes results as they come back. At most
+``runtime.max_shards_in_flight`` shards are outstanding (running, queued on an actor, or returned but waiting
+for an earlier shard of their video), so neither a 10-hour video nor 10 000 videos fill the driver's memory
+or the object store. With guidance on, each video runs in two phases over the same windows
+(:mod:`pipeline.video_job`): phase-A shards give unguided scores, stitched into a reference that is put in
+the object store shard by shard, and phase-B shards refine against it and against the video's point tracks,
+computed once per video by an actor and shared through the object store.
+
+A video that fails (unreadable, no frames, a segmenter error, an actor that keeps dying) is dropped with
+its partial outputs and recorded in ``failures.parquet``; the batch goes on. A dead actor process is
+restarted by Ray and its shards retried (:mod:`pipeline.actors`), so a single crash costs no video.
+
+Output layout under ``out_uri``: ``masks/`` (Parquet, hive-partitioned by ``video_id``),
+``overlays/<video_id>.mp4``, ``tracks/`` (when ``output.tracks``), ``_manifest/<video_id>.json``,
+``failures.parquet``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from pipeline.actors import ShardResult, WorkerStats, check_resources, start_worker
+from pipeline.config import JobConfig, RuntimeConfig
+from pipeline.inputs import VideoInput, expand_inputs
+from pipeline.manifest import Failure, is_committed, manifest_path, update_failures
+from pipeline.plan import Shard, plan_video
+from pipeline.segmenters import PartModelFactory, SegmenterFactory
+from pipeline.video import probe_video
+from pipeline.video_job import VideoJob
+
+Status = Literal["done", "skipped", "failed"]
+
+
+class BatchError(ValueError):
+    """The batch cannot start (e.g. the segmenter cannot be built); one line naming the cause."""
+
+
+@dataclass(frozen=True)
+class VideoResult:
+    """What happened to one video of the batch.
+
+    Attributes:
+        video_id, uri: the video.
+        status: ``done`` (segmented and committed now), ``skipped`` (committed by an earlier run with the same
+            configuration) or ``failed`` (see ``error``; also a row of ``failures.parquet``).
+        num_frames: frames segmented (0 unless done).
+        outputs: output kind (``masks``, ``overlay``, ``tracks``, ``manifest``) -> path or URL.
+        seconds: wall time from its first shard to its commit, s.
+        model_seconds: time inside segmenter calls for this video, summed over actors, s.
+        error_type, error: the error's class name and one-line message, for a failed video.
+    """
+
+    video_id: str
+    uri: str
+    status: Status
+    num_frames: int = 0
+    outputs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    error_type: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """The outcome of :func:`segment_videos`.
+
+    Attributes:
+        out_uri: the output root.
+        videos: one result per input video, in input order.
+        failures_path: path of ``failures.parquet``.
+        seconds: wall time of the whole call, s (actor start-up included).
+        workers: per shard-actor process at the end: shards done, model seconds, peak RSS (MiB).
+        peak_outstanding: the most shards outstanding at once (at most the in-flight bound without guidance;
+            with guidance one more than the shards held, when those alone reach the bound).
+    """
+
+    out_uri: str
+    videos: tuple[VideoResult, ...]
+    failures_path: str
+    seconds: float
+    workers: tuple[WorkerStats, ...]
+    peak_outstanding: int
+
+    def with_status(self, status: Status) -> list[VideoResult]:
+        """The videos that ended with ``status``."""
+        return [video for video in self.videos if video.status == status]
+
+    @property
+    def frames(self) -> int:
+        """Frames segmented by this call."""
+        return sum(video.num_frames for video in self.videos)
+
+
+@contextmanager
+def ray_session(runtime: RuntimeConfig) -> Iterator[None]:
+    """Use the running Ray session, else join ``runtime.ray_address`` / ``RAY_ADDRESS``, else start a local one.
+
+    A session started here is shut down on exit.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    ray.init(address=runtime.ray_address or os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _describe(error: BaseException) -> tuple[str, str]:
+    """``(error class name, one-line message)`` of an error, unwrapping what Ray wraps around it."""
+    if isinstance(error, RayTaskError) and error.cause is not None:
+        error = error.cause
+    if isinstance(error, RayActorError) and error.actor_init_failed:
+        # the constructor's traceback is only kept as text; its last line is "<class>: <message>"
+        kind, _, message = str(error).strip().splitlines()[-1].partition(": ")
+        return kind, message
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return type(error).__name__, lines[0]
+
+
+class _Driver:
+    """The scheduling loop of one batch (see the module docstring)."""
+
+    def __init__(
+        self, videos: list[VideoInput], out_uri: str, config: JobConfig, factory: SegmenterFactory, progress: bool
+    ) -> None:
+        self.out_uri = out_uri
+        self.config = config
+        self.factory = factory
+        self.progress = progress
+        self.pending = deque(videos)
+        self.results: dict[str, VideoResult] = {}
+        self.jobs: dict[str, VideoJob] = {}
+        self.tracks: dict[str, ray.ObjectRef] = {}
+        self.queue: deque[tuple[Shard, ray.ObjectRef | None]] = deque()  # (shard, phase-B reference scores)
+        self.in_flight: dict[ray.ObjectRef, tuple[Shard, int]] = {}
+        self.load = [0] * config.runtime.num_actors
+        self.limit = max(config.runtime.max_shards_in_flight, config.runtime.num_actors)
+        self.peak_outstanding = 0
+        self.bar = tqdm(total=len(videos), desc="videos", unit="video", disable=not progress)
+        check_resources(config.runtime)
+        self.actors: list[ActorHandle] = [start_worker(factory, config) for _ in range(config.runtime.num_actors)]
+        try:
+            self.part_names, self.model_id = ray.get(self.actors[0].describe.remote())
+        except RayActorError as error:
+            self.shutdown()
+            self.bar.close()
+            kind, message = _describe(error)
+            raise BatchError(f"cannot build the segmenter in a Ray actor: {kind}: {message}") from None
+
+    def _finish(self, result: VideoResult) -> None:
+        self.results[result.video_id] = result
+        self.bar.update(1)
+
+    def _fail(self, video: VideoInput, error: BaseException) -> None:
+        job = self.jobs.pop(video.video_id, None)
+        if job is not None:
+            job.abort()
+        self.tracks.pop(video.video_id, None)
+        kind, message = _describe(error)
+        self._finish(VideoResult(video.video_id, video.uri, "failed", error_type=kind, error=message))
+
+    def _least_loaded(self) -> int:
+        return min(range(len(self.actors)), key=lambda index: self.load[index])
+
+    def _open_next_video(self) -> bool:
+        """Open the next video that needs work and queue its shards; False when no video is left."""
+        while self.pending:
+            video = self.pending.popleft()
+            if is_committed(self.out_uri, video.video_id, self.config.digest()):
+                self._finish(VideoResult(video.video_id, video.uri, "skipped"))
+                continue
+            try:
+                plan = plan_video(video, probe_video(video.uri), self.config)
+                job = VideoJob(plan, self.out_uri, self.part_names, self.model_id, self.config, self.progress)
+            except Exception as error:  # one bad video never stops the batch
+                self._fail(video, error)
+                continue
+            self.jobs[video.video_id] = job
+            if self.config.output.tracks or self.config.guidance.enabled:
+                actor = self._least_loaded()
+                self.tracks[video.video_id] = self.actors[actor].track.remote(plan.info, self.config)
+            self.queue.extend((shard, None) for shard in plan.shards)
+            return True
+        return False
+
+    def _outstanding(self) -> int:
+        return len(self.in_flight) + sum(job.held_shards for job in self.jobs.values())
+
+    def _submit(self) -> None:
+        """Submit queued shards (opening videos as needed) until the in-flight bound is reached.
+
+        With nothing in flight one shard is submitted whatever the bound: with guidance, phase-A and phase-B
+        results of overlapping windows can both be held, waiting for shards not yet submitted.
+        """
+        while self._outstanding() < self.limit or not self.in_flight:
+            if not self.queue and not self._open_next_video():
+                return
+            if not self.queue:
+                continue
+            shard, reference = self.queue.popleft()
+            if shard.video_id not in self.jobs:  # its video failed meanwhile
+                continue
+            actor = self._least_loaded()
+            tracks = self.tracks[shard.video_id] if reference is not None else None
+            self.in_flight[self.actors[actor].run.remote(shard, tracks, reference)] = (shard, actor)
+            self.load[actor] += 1
+            self.peak_outstanding = max(self.peak_outstanding, self._outstanding())
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        """Take one finished shard: stitch and write it, commit its video when complete, or fail the video."""
+        shard, actor = self.in_flight.pop(ref)
+        self.load[actor] -= 1
+        job = self.jobs.get(shard.video_id)
+        try:
+            result: ShardResult = ray.get(ref)
+        except RayActorError as error:  # Ray's restarts are used up: replace the actor for the next shards
+            self.actors[actor] = start_worker(self.factory, self.config)
+            if job is not None:
+                self._fail(job.plan.video, error)
+            return
+        except RayTaskError as error:
+            if job is not None:
+                self._fail(job.plan.video, error)
+            return
+        if job is None:
+            return
+        try:
+            ready = job.add(result)
+            # phase B of a video goes first: it finishes videos and frees their held memory soonest
+            self.queue.extendleft((shard, ray.put(reference)) for shard, reference in reversed(ready))
+            if job.complete:
+                self._commit(job)
+        except Exception as error:  # a write error fails this video only
+            self._fail(job.plan.video, error)
+
+    def _commit(self, job: VideoJob) -> None:
+        tracks_ref = self.tracks.pop(job.video_id, None)
+        written = tracks_ref is not None and self.config.output.tracks
+        manifest = job.commit(ray.get(tracks_ref) if written else None)
+        del self.jobs[job.video_id]
+        video = job.plan.video
+        outputs = {**manifest.outputs, "manifest": manifest_path(self.out_uri, video.video_id)}
+        self._finish(VideoResult(
+            video.video_id, video.uri, "done", num_frames=manifest.num_frames, outputs=outputs,
+            seconds=manifest.timings["total"], model_seconds=manifest.timings["model"],
+        ))
+
+    def run(self) -> None:
+        """Process every video; on an interruption the open videos' pending outputs are dropped."""
+        try:
+            self._submit()
+            while self.in_flight:
+                ready, _ = ray.wait(list(self.in_flight), num_returns=1)
+                self._collect(ready[0])
+                self._submit()
+        finally:
+            for job in list(self.jobs.values()):
+                job.abort()
+            self.bar.close()
+
+    def worker_stats(self) -> tuple[WorkerStats, ...]:
+        """Counters and peak memory of every shard actor."""
+        return tuple(ray.get([actor.stats.remote() for actor in self.actors]))
+
+    def shutdown(self) -> None:
+        """Stop the shard actors."""
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def segment_videos(
+    inputs: list[str],
+    model_dir: str,
+    out_uri: str,
+    config: JobConfig,
+    *,
+    progress: bool = True,
+    segmenter_factory: SegmenterFactory | None = None,
+) -> BatchResult:
+    """Segment every video of ``inputs`` and write the outputs under ``out_uri``.
+
+    Args:
+        inputs: video files, folders, globs or fsspec URLs (see :mod:`pipeline.inputs`).
+        model_dir: the learned part model (used by the default segmenter factory).
+        out_uri: output root, a local path or fsspec URL (layout in the module docstring).
+        config: the job configuration.
+        progress: show an overall progress bar (videos) and one per video (frames).
+        segmenter_factory: builds the segmenter inside each actor; default
+            :class:`~pipeline.segmenters.PartModelFactory` of ``model_dir`` and ``config``.
+
+    Returns:
+        A :class:`BatchResult`: per-video status, output paths, timings and errors.
+
+    Raises:
+        InputError: an input matches no video (nothing is started).
+        BatchError: the segmenter cannot be built.
+        ValueError: the actors ask for more GPUs or CPUs than any Ray node has.
+    """
+    started = time.perf_counter()
+    videos = expand_inputs(inputs)
+    factory = segmenter_factory or PartModelFactory(model_dir, config)
+    with ray_session(config.runtime):
+        driver = _Driver(videos, out_uri, config, factory, progress)
+        try:
+            driver.run()
+            workers = driver.worker_stats()
+        finally:
+            driver.shutdown()
+    results = tuple(driver.results[video.video_id] for video in videos)
+    failures = [
+        Failure(r.video_id, r.uri, r.error_type or "", r.error or "") for r in results if r.status == "failed"
+    ]
+    failures_path = update_failures(out_uri, {video.video_id for video in videos}, failures)
+    elapsed = time.perf_counter() - started
+    return BatchResult(out_uri, results, failures_path, elapsed, workers, driver.peak_outstanding)

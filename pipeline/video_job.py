@@ -1,0 +1,183 @@
+"""One video in the batch driver: stitch its shard results in as they arrive, stream the outputs, commit.
+
+With guidance on, a video runs in two phases over the same windows (ARCHITECTURE.md §4 step 3): phase A's
+unguided scores are stitched into a whole-video reference, handed out shard by shard as soon as a shard's
+frames are complete (:meth:`VideoJob.add` returns them), and phase B's guided scores are what is written.
+
+Frames leave the stitcher in order; each is turned into native-resolution class probabilities (softmax of
+the stitched scores, resized bilinearly) and labels (their argmax), written to the mask dataset and, when
+overlays are on, drawn over the decoded source frame (the driver decodes the video once, in step with the
+stitcher). Memory is bounded by the shards in flight, not by the length of the video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+
+import fsspec
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline.actors import ShardResult
+from pipeline.config import JobConfig
+from pipeline.manifest import VideoManifest, write_manifest
+from pipeline.masks_sink import VideoMaskWriter
+from pipeline.overlay_sink import OverlaySink
+from pipeline.plan import Shard, VideoPlan
+from pipeline.stitch import ScoreStitcher, native_probabilities
+from pipeline.tracks_sink import write_tracks
+from pipeline.video import iter_frames
+from smite_ops.tracking.long_video import VideoTracks
+
+
+def remove_pending(root: str, video_id: str) -> None:
+    """Delete hidden pending folders a crashed run left for ``video_id`` under ``masks/`` and ``tracks/``."""
+    fs, base = fsspec.core.url_to_fs(str(root))
+    for kind in ("masks", "tracks"):
+        folder = f"{base.rstrip('/')}/{kind}"
+        if not fs.isdir(folder):
+            continue
+        prefix = f"{folder}/.pending-{video_id}-"
+        for path in fs.ls(folder, detail=False):
+            if path.startswith(prefix) and len(path) == len(prefix) + 8:
+                fs.rm(path, recursive=True)
+
+
+def _source_frames(uri: str) -> Iterator[np.ndarray]:
+    """The video's frames one by one, ``(H, W, 3)`` uint8, decoded in small chunks."""
+    for chunk in iter_frames(uri, chunk=8):
+        yield from chunk
+
+
+class VideoJob:
+    """The driver-side state of one video between its first shard and its commit.
+
+    Args:
+        plan: the video's plan.
+        root: output root (local path or fsspec URL).
+        part_names, model_id: from the segmenter, for the mask rows.
+        config: the job configuration (``output`` section and digest).
+        progress: show a per-video progress bar (frames).
+    """
+
+    def __init__(
+        self, plan: VideoPlan, root: str, part_names: list[str], model_id: str, config: JobConfig, progress: bool
+    ) -> None:
+        self.plan = plan
+        self.root = root
+        self.part_names = part_names
+        self.model_id = model_id
+        self.config = config
+        self.started = time.perf_counter()
+        self.model_seconds = 0.0
+        video, info = plan.video, plan.info
+        remove_pending(root, video.video_id)
+        self.stitcher = ScoreStitcher(list(plan.windows), info.num_frames)
+        self._completed_stops: list[int] = []
+        guided = config.guidance.enabled
+        self.reference = ScoreStitcher(list(plan.windows), info.num_frames) if guided else None
+        self._reference_stops: list[int] = []
+        self._reference_frames: dict[int, torch.Tensor] = {}
+        self._awaiting_reference: deque[Shard] = deque(plan.shards if guided else ())
+        self.masks = VideoMaskWriter(root, video.video_id, part_names, model_id)
+        self.overlay: OverlaySink | None = None
+        self._frames: Iterator[np.ndarray] | None = None
+        if config.output.overlays:
+            uri = f"{str(root).rstrip('/')}/overlays/{video.video_id}.mp4"
+            self.overlay = OverlaySink(uri, config.output.overlay_fps or info.fps, len(part_names))
+            self._frames = _source_frames(video.uri)
+        self.bar = tqdm(total=info.num_frames, desc=video.video_id, unit="frame", leave=False, disable=not progress)
+
+    @property
+    def video_id(self) -> str:
+        return self.plan.video.video_id
+
+    @property
+    def complete(self) -> bool:
+        """Whether every frame has been written."""
+        return self.stitcher.next_frame == self.plan.info.num_frames
+
+    @property
+    def held_shards(self) -> int:
+        """Shards whose results arrived but whose frames still wait for an earlier shard (memory held)."""
+        held = sum(stop > self.stitcher.next_frame for stop in self._completed_stops)
+        if self.reference is not None:
+            held += sum(stop > self.reference.next_frame for stop in self._reference_stops)
+        return held
+
+    def add(self, result: ShardResult) -> list[tuple[Shard, torch.Tensor]]:
+        """Stitch one shard's window scores in and write every frame that became complete.
+
+        Returns:
+            With guidance on, after a phase-A result: the shards now ready for phase B, each with its reference
+            scores ``(shard.stop - shard.start, P, h, w)`` float32; otherwise an empty list.
+        """
+        self.model_seconds += result.model_seconds
+        if self.reference is not None and not result.guided:
+            self._reference_stops.append(result.shard.stop)
+            for window, scores in result.scores:
+                self._reference_frames.update(self.reference.add(window, scores))
+            return self._ready_for_guidance(self.reference)
+        self._completed_stops.append(result.shard.stop)
+        for window, scores in result.scores:
+            for index, blended in self.stitcher.add(window, scores):
+                self._write_frame(index, blended)
+        return []
+
+    def _ready_for_guidance(self, reference: ScoreStitcher) -> list[tuple[Shard, torch.Tensor]]:
+        """Shards whose frames all have stitched phase-A scores in ``reference``, with those scores; frames
+        no longer needed by a later shard are dropped."""
+        ready = []
+        while self._awaiting_reference and self._awaiting_reference[0].stop <= reference.next_frame:
+            shard = self._awaiting_reference.popleft()
+            ready.append((shard, torch.stack([self._reference_frames[f] for f in range(shard.start, shard.stop)])))
+            keep_from = self._awaiting_reference[0].start if self._awaiting_reference else self.plan.info.num_frames
+            for frame in [f for f in self._reference_frames if f < keep_from]:
+                del self._reference_frames[frame]
+        return ready
+
+    def _write_frame(self, index: int, blended: torch.Tensor) -> None:
+        """Write frame ``index`` from its stitched ``(P, h, w)`` scores."""
+        info = self.plan.info
+        probabilities = native_probabilities(blended, info.height, info.width)
+        labels = probabilities.argmax(dim=0).numpy()
+        self.masks.write_frame(index, index / info.fps, labels, probabilities.numpy())
+        if self.overlay is not None and self._frames is not None:
+            self.overlay.write(next(self._frames), labels)
+        self.bar.update(1)
+
+    def commit(self, tracks: VideoTracks | None) -> VideoManifest:
+        """Publish every output (overlay, tracks, masks), then the manifest that marks the video committed."""
+        video, info = self.plan.video, self.plan.info
+        outputs: dict[str, str] = {}
+        if self.overlay is not None:
+            outputs["overlay"] = self.overlay.commit()
+        if tracks is not None:
+            outputs["tracks"] = write_tracks(self.root, video.video_id, tracks, self.config.model.resolution)
+        outputs["masks"] = self.masks.commit()
+        timings = {"total": time.perf_counter() - self.started, "model": self.model_seconds}
+        manifest = VideoManifest(
+            video_id=video.video_id, uri=video.uri, num_frames=info.num_frames, fps=info.fps, height=info.height,
+            width=info.width, model_id=self.model_id, part_names=self.part_names,
+            config_digest=self.config.digest(), outputs=outputs, timings=timings, mask_rows=self.masks.rows_written,
+        )
+        write_manifest(self.root, manifest)
+        self.close()
+        return manifest
+
+    def abort(self) -> None:
+        """Drop every pending output of the video."""
+        self.masks.abort()
+        if self.overlay is not None:
+            self.overlay.abort()
+        self.close()
+
+    def close(self) -> None:
+        """Release the source decoder and the progress bar."""
+        if self._frames is not None:
+            self._frames.close()  # type: ignore[attr-defined]
+            self._frames = None
+        self.bar.close()

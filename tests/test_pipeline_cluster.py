@@ -1,0 +1,47 @@
+"""The batch pipeline on a two-node Ray cluster (``ray.cluster_utils.Cluster``): shards run on both nodes."""
+
+import sys
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from pipeline.batch import segment_videos
+from pipeline.config import load_config
+from pipeline.segmenters import NearestColourFactory
+from pipeline.synth import generate_benchmark
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_two_nodes_share_the_shards_and_every_frame_is_written_once(cluster: Cluster, tmp_path: Path) -> None:
+    data = generate_benchmark(tmp_path / "synth", size=32, num_references=1, videos_per_kind=2, num_frames=36,
+                              kinds=["face"])[0]
+    config = load_config("tiny", ["model.resolution=64", "runtime.num_actors=2", "runtime.windows_per_shard=1",
+                                  "output.overlays=false"])
+    result = segment_videos([str(data / "videos")], "unused", str(tmp_path / "out"), config, progress=False,
+                            segmenter_factory=NearestColourFactory(str(data / "references")))
+    assert [v.status for v in result.videos] == ["done", "done"]
+    assert len({w.node_id for w in result.workers}) == 2 and all(w.shards > 0 for w in result.workers)
+    table = ds.dataset(tmp_path / "out" / "masks", partitioning="hive").to_table()
+    for video in ("face_00", "face_01"):
+        rows = table.filter(ds.field("video_id") == video)
+        frames = rows.column("frame_index").to_pylist()
+        assert sorted(set(frames)) == list(range(36))
+        per_frame_area = {}
+        for frame, area in zip(frames, rows.column("area").to_pylist(), strict=True):
+            per_frame_area[frame] = per_frame_area.get(frame, 0) + area
+        assert set(per_frame_area.values()) == {32 * 32}  # the masks of a frame tile it exactly once

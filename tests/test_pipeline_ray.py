@@ -1,0 +1,252 @@
+"""The batch pipeline on a real local Ray: outputs read back and decoded, reruns, actors, faults, bad videos.
+
+The segmenter is the real nearest-colour baseline fitted on a synthetic reference set, built inside each
+actor by the same factory mechanism as the SMITE model; its scores for a frame do not depend on the window
+holding the frame, so the expected label maps are simply its per-frame argmax.
+"""
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+import ray
+import torch
+from pycocotools import mask as coco_mask
+
+from pipeline.batch import BatchError, BatchResult, segment_videos
+from pipeline.config import load_config
+from pipeline.manifest import read_failures, read_manifest
+from pipeline.references import load_reference_set
+from pipeline.segmenters import LoadedSegmenter, NearestColourFactory
+from pipeline.synth import generate_benchmark
+from pipeline.video import probe_video, read_frames
+from smite_ops.baselines import NearestColourSegmenter
+
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factories below run in Ray workers
+
+FRAMES = 40
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    torch.set_num_threads(1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    return generate_benchmark(root, size=48, num_references=2, videos_per_kind=2, num_frames=FRAMES, kinds=["car"])[0]
+
+
+@pytest.fixture(scope="module")
+def bad_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / "gone.mp4").symlink_to(folder / "missing-target.mp4")  # unreadable: a dangling link
+    with av.open(str(folder / "zero.mkv"), "w", format="matroska") as container:  # a video stream, no frames
+        stream = container.add_stream("libx264", rate=24)
+        stream.width = stream.height = 32
+        container.start_encoding()
+    return folder
+
+
+def _config(*overrides: str):
+    base = ["model.resolution=64", "runtime.windows_per_shard=1", "runtime.max_shards_in_flight=2"]
+    return load_config("tiny", [*base, *overrides])
+
+
+def _run(inputs: list, out: Path, factory, *overrides: str) -> BatchResult:
+    return segment_videos([str(i) for i in inputs], "unused", str(out), _config(*overrides), progress=False,
+                          segmenter_factory=factory)
+
+
+def _expected_labels(dataset: Path, video: str) -> np.ndarray:
+    references = load_reference_set(str(dataset / "references"))
+    classifier = NearestColourSegmenter(references.images, references.masks, references.num_parts)
+    frames = torch.from_numpy(read_frames(str(dataset / "videos" / f"{video}.mp4"))).permute(0, 3, 1, 2)
+    return classifier(frames).argmax(dim=1).numpy()
+
+
+def _decoded_labels(out: Path, video: str) -> np.ndarray:
+    """Rebuild every frame's label map from the Parquet rows; each pixel must be covered exactly once."""
+    table = ds.dataset(out / "masks", partitioning="hive").to_table(filter=ds.field("video_id") == video)
+    rows = table.to_pylist()
+    height, width = rows[0]["height"], rows[0]["width"]
+    labels = np.full((max(r["frame_index"] for r in rows) + 1, height, width), -1)
+    coverage = np.zeros(labels.shape, int)
+    for row in rows:
+        binary = coco_mask.decode(row["rle"]).astype(bool)
+        assert row["area"] == binary.sum() and 0.0 < row["score"] <= 1.0
+        labels[row["frame_index"]][binary] = row["part_id"]
+        coverage[row["frame_index"]] += binary
+    assert (coverage == 1).all()
+    return labels
+
+
+def _mask_bytes(out: Path, video: str) -> bytes:
+    return (out / "masks" / f"video_id={video}" / "part-00000.parquet").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def first_run(dataset: Path, bad_videos: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, BatchResult]:
+    out = tmp_path_factory.mktemp("out")
+    factory = NearestColourFactory(str(dataset / "references"))
+    return out, _run([dataset / "videos", bad_videos], out, factory, "output.tracks=true")
+
+
+def test_batch_writes_masks_overlays_tracks_and_manifests(dataset: Path, first_run) -> None:
+    out, result = first_run
+    assert [(v.video_id, v.status) for v in result.with_status("done")] == [("car_00", "done"), ("car_01", "done")]
+    assert result.frames == 2 * FRAMES and result.peak_outstanding <= 2
+    for video in ("car_00", "car_01"):
+        np.testing.assert_array_equal(_decoded_labels(out, video), _expected_labels(dataset, video))
+        assert probe_video(str(out / "overlays" / f"{video}.mp4")).num_frames == FRAMES
+        manifest = read_manifest(str(out), video)
+        assert manifest is not None and manifest["num_frames"] == FRAMES and manifest["model_id"].startswith("near")
+        assert manifest["config_digest"] == _config("output.tracks=true").digest()
+        tracks = ds.dataset(out / "tracks", partitioning="hive").to_table(filter=ds.field("video_id") == video)
+        assert tracks.num_rows > 0 and set(tracks.column("frame_index").to_pylist()) == set(range(FRAMES))
+    assert not [p for p in (out / "masks").iterdir() if p.name.startswith(".")]  # nothing pending left
+
+
+def test_bad_videos_land_in_failures_and_the_rest_completes(first_run) -> None:
+    out, result = first_run
+    failures = {f.video_id: f for f in read_failures(str(out))}
+    assert set(failures) == {"corrupt", "empty", "gone", "zero"}
+    assert {v.video_id for v in result.with_status("failed")} == set(failures)
+    assert failures["empty"].message.endswith("empty.mp4: empty file (0 bytes)")
+    assert failures["corrupt"].message.endswith("corrupt.mp4: not a video file or damaged (invalid data)")
+    assert failures["gone"].message.endswith("gone.mp4: no such file")
+    assert "zero.mkv: " in failures["zero"].message
+    assert {f.error_type for f in failures.values()} == {"VideoError"}
+    assert not (out / "masks" / "video_id=empty").exists() and not (out / "_manifest" / "empty.json").exists()
+
+
+def test_rerun_skips_committed_videos_and_redoes_partial_ones_identically(dataset: Path, first_run) -> None:
+    out, _ = first_run
+    before = _mask_bytes(out, "car_01")
+    (out / "_manifest" / "car_01.json").unlink()  # as if the run had died before committing car_01
+    (out / "masks" / ".pending-car_01-0123abcd").mkdir()  # a crashed run's leftovers
+    result = _run([dataset / "videos"], out, NearestColourFactory(str(dataset / "references")), "output.tracks=true")
+    assert [(v.video_id, v.status) for v in result.videos] == [("car_00", "skipped"), ("car_01", "done")]
+    assert _mask_bytes(out, "car_01") == before
+    assert not (out / "masks" / ".pending-car_01-0123abcd").exists()
+    assert set(f.video_id for f in read_failures(str(out))) == {"corrupt", "empty", "gone", "zero"}
+
+
+def test_two_actors_give_byte_identical_parquet(dataset: Path, first_run, tmp_path: Path) -> None:
+    out, _ = first_run
+    result = _run([dataset / "videos"], tmp_path, NearestColourFactory(str(dataset / "references")),
+                  "runtime.num_actors=2", "runtime.cpus_per_actor=1", "output.overlays=false")
+    assert [w.shards > 0 for w in result.workers] == [True, True]
+    assert len({w.pid for w in result.workers}) == 2
+    for video in ("car_00", "car_01"):
+        assert _mask_bytes(tmp_path, video) == _mask_bytes(out, video)
+
+
+@dataclass(frozen=True)
+class CrashOnceFactory:
+    """The nearest-colour segmenter, whose process kills itself (SIGKILL) on its ``crash_call``-th window,
+    once per ``marker`` file (which records the pid that died)."""
+
+    references_dir: str
+    marker: str
+    crash_call: int
+
+    def __call__(self) -> LoadedSegmenter:
+        loaded = NearestColourFactory(self.references_dir)()
+        calls = [0]
+
+        def segment(frames: torch.Tensor, seed: int) -> torch.Tensor:
+            calls[0] += 1
+            if calls[0] == self.crash_call and not os.path.exists(self.marker):
+                Path(self.marker).write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+            return loaded.segment(frames, seed)
+
+        return LoadedSegmenter(segment, loaded.part_names, loaded.model_id)
+
+
+def test_a_killed_actor_is_replaced_and_every_frame_is_written_once(dataset: Path, first_run, tmp_path: Path) -> None:
+    out, _ = first_run
+    marker = tmp_path / "killed.pid"
+    factory = CrashOnceFactory(str(dataset / "references"), str(marker), crash_call=2)
+    result = _run([dataset / "videos" / "car_00.mp4"], tmp_path / "out", factory, "output.overlays=false")
+    assert [v.status for v in result.videos] == ["done"]
+    assert marker.exists() and int(marker.read_text()) != result.workers[0].pid  # the shard ran in a new process
+    np.testing.assert_array_equal(_decoded_labels(tmp_path / "out", "car_00"), _expected_labels(dataset, "car_00"))
+    assert _mask_bytes(tmp_path / "out", "car_00") == _mask_bytes(out, "car_00")
+
+
+@dataclass(frozen=True)
+class FailingFactory:
+    """A segmenter that rejects its input (``in_call``) or cannot even be built."""
+
+    references_dir: str
+    in_call: bool
+
+    def __call__(self) -> LoadedSegmenter:
+        if not self.in_call:
+            raise FileNotFoundError(f"{self.references_dir}: no model here")
+        loaded = NearestColourFactory(self.references_dir)()
+
+        def segment(frames: torch.Tensor, seed: int) -> torch.Tensor:
+            raise ValueError(f"cannot segment {tuple(frames.shape)} frames")
+
+        return LoadedSegmenter(segment, loaded.part_names, loaded.model_id)
+
+
+def test_segmenter_errors_fail_the_video_or_the_batch_with_one_line(dataset: Path, tmp_path: Path) -> None:
+    references = str(dataset / "references")
+    result = _run([dataset / "videos" / "car_00.mp4"], tmp_path, FailingFactory(references, in_call=True))
+    [failure] = read_failures(str(tmp_path))
+    assert (failure.error_type, failure.message) == ("ValueError", "cannot segment (18, 3, 48, 48) frames")
+    assert result.videos[0].status == "failed" and not (tmp_path / "masks" / "video_id=car_00").exists()
+    expected = "cannot build the segmenter in a Ray actor: FileNotFoundError: .*: no model here$"
+    with pytest.raises(BatchError, match=expected):
+        _run([dataset / "videos" / "car_00.mp4"], tmp_path, FailingFactory(references, in_call=False))
+
+
+@dataclass(frozen=True)
+class ReferenceRefineFactory:
+    """The nearest-colour segmenter plus a phase-B refinement that checks what it is given and keeps the
+    phase-A reference scores (so the output must equal the unguided labels)."""
+
+    references_dir: str
+
+    def __call__(self) -> LoadedSegmenter:
+        loaded = NearestColourFactory(self.references_dir)()
+
+        def refine(frames: torch.Tensor, reference: torch.Tensor, tracks, size: tuple[int, int], seed: int):
+            if tracks.num_frames != len(frames) or len(reference) != len(frames) or size != (64, 64):
+                raise ValueError(f"mismatched guidance inputs: {len(frames)} frames, {tracks.num_frames}, {size}")
+            if not bool(tracks.visible.any()):
+                raise ValueError("no visible track in the window")
+            return reference
+
+        return LoadedSegmenter(loaded.segment, loaded.part_names, loaded.model_id, refine)
+
+
+def test_guidance_runs_phase_b_per_shard_with_shared_tracks_and_the_stitched_reference(
+    dataset: Path, tmp_path: Path
+) -> None:
+    factory = ReferenceRefineFactory(str(dataset / "references"))
+    result = _run([dataset / "videos" / "car_00.mp4"], tmp_path, factory, "guidance.reg_weight=1.0",
+                  "output.overlays=false")
+    assert [v.status for v in result.videos] == ["done"], result.videos[0].error
+    assert result.workers[0].shards == 2 * 4  # 40 frames, (16, 8) windows [0,16) [8,24) [16,32) [24,40): A and B
+    np.testing.assert_array_equal(_decoded_labels(tmp_path, "car_00"), _expected_labels(dataset, "car_00"))
+    assert not (tmp_path / "tracks").exists()  # shared with the shards, not written unless output.tracks
+    [failure] = _run([dataset / "videos" / "car_00.mp4"], tmp_path / "baseline", NearestColourFactory(
+        str(dataset / "references")), "guidance.reg_weight=1.0", "output.overlays=false").videos
+    assert failure.status == "failed" and "needs a segmenter with guidance on" in (failure.error or "")
