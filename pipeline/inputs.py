@@ -15,12 +15,10 @@ from pathlib import PurePosixPath
 
 import fsspec
 
+from smite_ops.errors import InputError
+
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts")
 _GLOB_CHARS = ("*", "?", "[")
-
-
-class InputError(ValueError):
-    """An input matches no video, or two inputs give the same video id; the message names the input."""
 
 
 @dataclass(frozen=True, order=True)
