@@ -25,8 +25,9 @@ test-slow: env
 test-all: env
 	$(PY) -m pytest -q
 
+# The embedded default end to end (synthetic data, tiny model, Ray, ephemeral Prefect); no server/GPU/network.
 demo: env
-	$(VENV)/bin/smite synth demo_out/data
+	$(VENV)/bin/smite demo --out demo_out
 
 lint: env
 	$(VENV)/bin/ruff check smite_ops pipeline flows tests benchmarks

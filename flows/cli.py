@@ -6,6 +6,7 @@ file and the problem; no traceback is shown for input errors.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from functools import wraps
@@ -33,6 +34,17 @@ ConfigOption = Annotated[
     str | None, typer.Option("--config", "-c", help="YAML file or preset (car, horse, face, tiny)")
 ]
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="override one key, e.g. --set train.epochs=10")]
+ModelOption = Annotated[
+    str | None, typer.Option("--model", "-m", help="part model folder written by `smite train` (path or URL)")
+]
+OutOption = Annotated[str, typer.Option("--out", "-o", help="output root (local folder or fsspec URL)")]
+BaselineOption = Annotated[
+    str | None,
+    typer.Option(help="use the nearest-colour baseline fitted on this reference set instead of a part model"),
+]
+ThresholdOption = Annotated[
+    float, typer.Option(min=0.0, max=1.0, help="flag frames whose mean mask confidence is below this for review")
+]
 
 
 def reports_input_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -135,6 +147,125 @@ def segment_video(
         typer.echo(f"overlay: {result.overlay}")
 
 
+@app.command("segment")
+@reports_input_errors
+def segment(
+    inputs: Annotated[list[str], typer.Argument(help="video files, folders, globs or fsspec URLs")],
+    out: OutOption,
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    baseline: BaselineOption = None,
+    threshold: ThresholdOption = 0.5,
+) -> None:
+    """Segment videos on Ray under the Prefect `segment` flow; videos already committed in OUT are skipped."""
+    from flows.segment import check_segment_job, segment_flow
+
+    check_segment_job(inputs, model, config, overrides or [], baseline)
+    run = segment_flow(inputs, out, model=model, config=config, overrides=overrides, baseline=baseline,
+                       threshold=threshold, progress=True)
+    if run.batch is None:
+        typer.echo(f"nothing to do: every input video is already committed in {out}")
+        return
+    counts = {status: len(run.batch.with_status(status)) for status in ("done", "skipped", "failed")}
+    typer.echo(
+        f"{counts['done']} segmented, {counts['skipped']} skipped, {counts['failed']} failed in "
+        f"{run.batch.seconds:.1f} s; masks: {out.rstrip('/')}/masks/  overlays: {out.rstrip('/')}/overlays/"
+    )
+    for video in run.batch.with_status("failed"):
+        typer.echo(f"  failed {video.video_id}: {video.error}")
+    typer.echo(f"report: {run.report}")
+
+
+@app.command("evaluate")
+@reports_input_errors
+def evaluate(
+    dataset: Annotated[str, typer.Argument(help="SMITE-50-layout dataset folder (videos/, gt/, references/)")],
+    out: OutOption,
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    baseline: BaselineOption = None,
+    size: Annotated[int, typer.Option(min=1, help="evaluation size in pixels (the reference uses 512)")] = 512,
+) -> None:
+    """Segment a dataset's videos with a part model and score them: metrics per video and per kind."""
+    from flows.evaluate import check_evaluate_job, evaluate_flow
+
+    check_evaluate_job(dataset, model, config, overrides or [], baseline)
+    run = evaluate_flow(dataset, out, model=model, config=config, overrides=overrides, baseline=baseline,
+                        size=size, progress=True)
+    typer.echo(run.evaluation.to_markdown())
+    typer.echo(f"metrics: {run.metrics_json} {run.metrics_markdown}\nreport: {run.report}")
+
+
+@app.command("demo")
+@reports_input_errors
+def demo(
+    out: Annotated[str, typer.Option("--out", "-o", help="folder for data, models, outputs, report")] = "demo_out",
+    kinds: Annotated[str, typer.Option(help="comma-separated object kinds: car, face, horse")] = "car",
+    config: Annotated[str, typer.Option("--config", "-c", help="YAML file or preset")] = "tiny",
+    overrides: SetOption = None,
+    size: Annotated[int, typer.Option(min=32, help="synthetic frame size in pixels")] = 128,
+    frames: Annotated[int, typer.Option(min=2, help="frames per synthetic video")] = 24,
+    videos: Annotated[int, typer.Option(min=1, help="test videos per kind")] = 2,
+    references: Annotated[int, typer.Option(min=1, help="reference images per kind")] = 4,
+) -> None:
+    """Synthetic data -> train the tiny model -> segment on Ray -> evaluate -> HTML report (CPU, offline)."""
+    from flows.demo import demo_flow
+    from pipeline.synth import KINDS
+
+    job_kinds = [kind.strip() for kind in kinds.split(",") if kind.strip()]
+    if unknown := [kind for kind in job_kinds if kind not in KINDS]:
+        raise InputError(f"--kinds {kinds}: unknown kind(s) {unknown}; known: {', '.join(KINDS)}")
+    load_config(config, overrides or [])
+    run = demo_flow(out, job_kinds, config=config, overrides=overrides, size=size, frames=frames, videos=videos,
+                    references=references, progress=True)
+    typer.echo(run.summary())
+
+
+@app.command("deploy")
+@reports_input_errors
+def deploy(
+    inputs: Annotated[list[str], typer.Argument(help="what each run expands, e.g. 's3://bucket/incoming/*.mp4'")],
+    out: OutOption,
+    cron: Annotated[str, typer.Option(help="5-field cron schedule, e.g. '*/15 * * * *'")],
+    model: ModelOption = None,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    baseline: BaselineOption = None,
+    name: Annotated[str, typer.Option(help="deployment name")] = "label-new-videos",
+    timezone: Annotated[str, typer.Option(help="time zone of the cron schedule")] = "UTC",
+) -> None:
+    """Schedule the segment flow on a cron (needs PREFECT_API_URL); each run labels only new videos."""
+    from flows.deploy import segment_deployment, serve_deployment
+    from flows.segment import check_segmenter
+
+    load_config(config, overrides or [])
+    check_segmenter(model, baseline)
+    deployment = segment_deployment(name, inputs, out, cron, model=model, config=config, overrides=overrides,
+                                    baseline=baseline, timezone=timezone)
+    serve_deployment(deployment)
+
+
+@app.command("report")
+@reports_input_errors
+def report(
+    out: Annotated[str, typer.Argument(help="output root of segmentation runs")],
+    html: Annotated[
+        str | None, typer.Option(help="where to write the report (default OUT/reports/outputs-<time>.html)")
+    ] = None,
+    threshold: ThresholdOption = 0.5,
+) -> None:
+    """Write an HTML report of every video committed under OUT (overlays, confidence, frames to review)."""
+    from flows.segment import report_uri
+    from pipeline.report import output_report, write_report
+
+    path = write_report(output_report(out, threshold=threshold), html or report_uri(out, "outputs"))
+    typer.echo(f"report: {path}")
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Prefect and Ray usage statistics stay off unless the environment asks."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     app()

@@ -42,11 +42,12 @@ from pipeline.plan import Shard, plan_video
 from pipeline.segmenters import PartModelFactory, SegmenterFactory
 from pipeline.video import probe_video
 from pipeline.video_job import VideoJob
+from smite_ops.errors import InputError
 
 Status = Literal["done", "skipped", "failed"]
 
 
-class BatchError(ValueError):
+class BatchError(InputError):
     """The batch cannot start (e.g. the segmenter cannot be built); one line naming the cause."""
 
 

@@ -6,6 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import Result
+from prefect.settings import PREFECT_API_URL, temporary_settings
+from typer.testing import CliRunner
+
+from flows.cli import app
 
 SMITE = [sys.executable, "-m", "flows"]
 
@@ -17,7 +22,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command() -> None:
     result = run("--help")
     assert result.returncode == 0
-    for command in ("config", "synth", "evaluate-masks", "train", "segment-video"):
+    for command in ("config", "synth", "evaluate-masks", "train", "segment-video", "segment", "evaluate", "demo",
+                    "deploy", "report"):
         assert command in result.stdout
 
 
@@ -75,3 +81,64 @@ def test_missing_model_is_one_line(tmp_path: Path) -> None:
                  "-c", "tiny")
     assert result.returncode == 2
     assert "nomodel/manifest.json: not found" in result.stderr.strip().splitlines()[-1]
+
+
+def in_process(*args: str) -> Result:
+    """Run a command in this process (no interpreter start-up): exit code, stdout and stderr kept apart."""
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["segment", "/none/*.mp4", "--out", "/tmp/o", "--set", "segment.windw=3"], "segment.windw: unknown key"),
+        (["segment", "/none.mp4", "--model", "/tmp/m", "--out", "/tmp/o"], "/none.mp4: no such file or folder"),
+        (["evaluate", "/nonexistent/ds", "--model", "/tmp/m", "--out", "/tmp/o"], "/nonexistent/ds: ground-truth"),
+        (["demo", "--kinds", "car,unicorn"], "unknown kind(s) ['unicorn']"),
+        (["report", "/nonexistent/out"], "/nonexistent/out: no committed video"),
+    ],
+)
+def test_flow_commands_refuse_bad_input_with_one_line(args: list[str], message: str) -> None:
+    result = in_process(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def _video_and_references(tmp_path: Path) -> tuple[Path, Path]:
+    import numpy as np
+
+    from pipeline.references import write_reference_set
+    from pipeline.video import write_video
+
+    video = tmp_path / "in" / "clip.mp4"
+    write_video(str(video), np.zeros((3, 32, 32, 3), np.uint8), fps=5)
+    refs = tmp_path / "refs"
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:24, 8:24] = 1
+    write_reference_set(str(refs), ["background", "object"], [np.zeros((32, 32, 3), np.uint8)], [mask])
+    return video, refs
+
+
+def test_segment_with_a_missing_model_is_one_line(tmp_path: Path) -> None:
+    video, _ = _video_and_references(tmp_path)
+    result = in_process("segment", str(video.parent), "--model", str(tmp_path / "nomodel"), "--out",
+                        str(tmp_path / "o"))
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nomodel/manifest.json: not found" in lines[0], result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("cron", "message"),
+    [("61 * * * *", "--cron '61 * * * *': not a valid cron expression"), ("*/5 * * * *", "PREFECT_API_URL is not set")],
+)
+def test_deploy_errors_are_one_line(tmp_path: Path, cron: str, message: str) -> None:
+    video, refs = _video_and_references(tmp_path)
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        result = in_process("deploy", f"{video.parent}/*.mp4", "--out", str(tmp_path / "o"), "--baseline",
+                            str(refs), "--cron", cron)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr

@@ -1,0 +1,221 @@
+"""The ``segment`` flow: videos (paths, globs, folders, fsspec URLs) -> masks, overlays, manifests, a report.
+
+Steps, each visible in the Prefect UI:
+
+1. ``find-new-videos``: expand the inputs and keep the videos without a committed output for this
+   configuration (so a scheduled run over a bucket prefix labels only what is new, and an idle run starts
+   nothing). Retried: listing a bucket can fail transiently.
+2. ``segment-batch``: :func:`pipeline.batch.segment_videos` on Ray for the new videos (one actor pool shared by
+   the whole batch; a bad video is recorded in ``failures.parquet`` and never stops the others). Retried once:
+   committed videos are skipped on the retry, so only unfinished work is redone.
+3. ``summarise-video``, mapped per video: mean mask confidence per frame, frames to review, thumbnails.
+4. The HTML report ``<out>/reports/segment-<UTC time>.html`` and a table artifact.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger, task, unmapped
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from flows.retry import retry_unless_bad_input
+from pipeline.batch import BatchResult, VideoResult, segment_videos
+from pipeline.config import JobConfig, load_config
+from pipeline.inputs import VideoInput, expand_inputs
+from pipeline.manifest import is_committed, read_manifest
+from pipeline.references import load_reference_set
+from pipeline.report import RunReport, VideoSection, video_section, write_report
+from pipeline.segmenters import NearestColourFactory
+from smite_ops.errors import InputError
+from smite_ops.part_model import load_part_model
+
+
+@dataclass(frozen=True)
+class SegmentRun:
+    """The outcome of one ``segment`` flow run.
+
+    Attributes:
+        out: the output root.
+        new_videos: ids of the videos that had no committed output when the run started.
+        batch: the batch result, None when nothing was new.
+        sections: report sections of the videos processed now, in input order.
+        model_id: the segmenter's model id (from a manifest), None when nothing was committed.
+        config_digest: :meth:`JobConfig.digest` of the job.
+        seconds: wall time of the run, s.
+        report: path of the HTML report, None when none was written.
+    """
+
+    out: str
+    new_videos: tuple[str, ...]
+    batch: BatchResult | None
+    sections: tuple[VideoSection, ...]
+    model_id: str | None
+    config_digest: str
+    seconds: float
+    report: str | None
+
+
+def check_segment_job(
+    inputs: list[str], model: str | None, config: str | None, overrides: list[str], baseline: str | None
+) -> JobConfig:
+    """Validate a segment job before anything starts; returns its configuration.
+
+    Raises:
+        InputError (or a subclass): a bad configuration key or value, an input that matches no video, or a
+        missing or unreadable part model (or baseline reference set). The message is one line.
+    """
+    job = load_config(config, overrides)
+    expand_inputs(inputs)
+    check_segmenter(model, baseline)
+    return job
+
+
+def check_segmenter(model: str | None, baseline: str | None) -> None:
+    """Check that the part model (or, when given, the baseline's reference set) can be loaded.
+
+    Raises:
+        InputError (or a subclass): no model given, or a missing or unreadable model or reference set.
+    """
+    if baseline is not None:
+        load_reference_set(baseline)
+    elif model is None:
+        raise InputError("no model given: pass --model with a part model folder written by `smite train`")
+    else:
+        load_part_model(model)
+
+
+def report_uri(out: str, name: str) -> str:
+    """Where a run's report goes: ``<out>/reports/<name>-<UTC time>.html``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{out.rstrip('/')}/reports/{name}-{stamp}.html"
+
+
+@task(name="find-new-videos", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE)
+def find_new_videos(inputs: list[str], out: str, config_digest: str) -> list[VideoInput]:
+    """The input videos without a committed output for this configuration, in input order."""
+    videos = expand_inputs(inputs)
+    new = [video for video in videos if not is_committed(out, video.video_id, config_digest)]
+    get_run_logger().info("%d input video(s), %d without committed output", len(videos), len(new))
+    return new
+
+
+@task(name="segment-batch", retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
+      cache_policy=NO_CACHE)
+def segment_batch(
+    uris: list[str], model: str | None, out: str, job: JobConfig, baseline: str | None, progress: bool
+) -> BatchResult:
+    """Segment ``uris`` on Ray (:func:`pipeline.batch.segment_videos`) with the part model or the baseline."""
+    factory = NearestColourFactory(baseline) if baseline is not None else None
+    result = segment_videos(uris, model or "", out, job, progress=progress, segmenter_factory=factory)
+    logger = get_run_logger()
+    for video in result.videos:
+        if video.status == "failed":
+            logger.warning("%s failed: %s: %s", video.video_id, video.error_type, video.error)
+        else:
+            logger.info("%s %s: %d frames in %.1f s", video.video_id, video.status, video.num_frames, video.seconds)
+    return result
+
+
+@task(name="summarise-video", cache_policy=NO_CACHE)
+def summarise_video(result: VideoResult, out: str, threshold: float) -> VideoSection:
+    """One video's report section (confidence per frame, frames to review, thumbnails)."""
+    section = video_section(out, result, threshold=threshold)
+    if section.review_frames:
+        get_run_logger().warning("%s: %d frame(s) to review", section.video_id, len(section.review_frames))
+    return section
+
+
+def model_id_of(out: str, video_ids: list[str]) -> str | None:
+    """The model id recorded in the first committed manifest among ``video_ids``."""
+    for video_id in video_ids:
+        manifest = read_manifest(out, video_id)
+        if manifest is not None:
+            return str(manifest.get("model_id"))
+    return None
+
+
+def run_facts(run: SegmentRun, inputs: list[str]) -> dict[str, str]:
+    """The run facts shown at the top of a report."""
+    batch = run.batch
+    counts = {status: len(batch.with_status(status)) if batch else 0 for status in ("done", "skipped", "failed")}
+    segment_seconds = batch.seconds if batch else 0.0
+    frames = batch.frames if batch else 0
+    return {
+        "Prefect flow run": str(flow_run.get_name() or "none"),
+        "inputs": " ".join(inputs),
+        "output root": run.out,
+        "model id": run.model_id or "n/a",
+        "config digest": run.config_digest,
+        "videos": f"{counts['done']} segmented, {counts['skipped']} skipped, {counts['failed']} failed",
+        "frames segmented": str(frames),
+        "segmentation time": f"{segment_seconds:.1f} s"
+        + (f" ({frames / segment_seconds:.2f} frames/s)" if frames and segment_seconds else ""),
+        "run time": f"{run.seconds:.1f} s",
+        "finished (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def publish(run: SegmentRun) -> None:
+    """Show a run's per-video table and report location in the Prefect UI."""
+    rows = [
+        {"video": s.video_id, "status": s.status, "frames": s.num_frames, "seconds": round(s.seconds, 2),
+         "mean confidence": round(float(s.confidence.mean()), 4) if s.confidence.size else None,
+         "frames to review": len(s.review_frames), "error": s.error or ""}
+        for s in run.sections
+    ]
+    create_table_artifact(rows, key="segment-videos", description=f"videos segmented into {run.out}")
+    if run.report is not None:
+        create_markdown_artifact(f"HTML report: `{run.report}`", key="segment-report", description="report file")
+
+
+@flow(name="segment")
+def segment_flow(
+    inputs: list[str],
+    out: str,
+    model: str | None = None,
+    config: str | None = None,
+    overrides: list[str] | None = None,
+    baseline: str | None = None,
+    threshold: float = 0.5,
+    report: bool = True,
+    progress: bool = False,
+) -> SegmentRun:
+    """Segment the videos of ``inputs`` that have no committed output in ``out`` yet.
+
+    Args:
+        inputs: video files, folders, globs or fsspec URLs (e.g. ``s3://bucket/incoming/*.mp4``).
+        out: output root (local path or fsspec URL).
+        model: part model folder written by ``smite train``.
+        config: YAML file or preset; None: production defaults.
+        overrides: ``section.key=value`` strings.
+        baseline: segment with the nearest-colour baseline fitted on this reference set instead of ``model``.
+        threshold: mean mask confidence below which a frame is flagged for review, in [0, 1].
+        report: write the HTML report of this run (skipped when no video was new).
+        progress: show progress bars on the console.
+    """
+    started = time.perf_counter()
+    job = load_config(config, list(overrides or []))
+    new = find_new_videos(inputs, out, job.digest())
+    batch = segment_batch([v.uri for v in new], model, out, job, baseline, progress) if new else None
+    results = [video for video in batch.videos if video.status != "skipped"] if batch else []
+    sections = summarise_video.map(results, unmapped(out), unmapped(threshold)).result() if results else []
+    run = SegmentRun(
+        out=out, new_videos=tuple(v.video_id for v in new), batch=batch, sections=tuple(sections),
+        model_id=model_id_of(out, [v.video_id for v in new]), config_digest=job.digest(),
+        seconds=time.perf_counter() - started, report=None,
+    )
+    if report and batch is not None:
+        path = write_report(
+            RunReport("SMITE segmentation run", run_facts(run, inputs), run.sections, threshold=threshold),
+            report_uri(out, "segment"),
+        )
+        run = replace(run, report=path)
+        get_run_logger().info("report: %s", path)
+    publish(run)
+    return run

@@ -1,0 +1,130 @@
+"""The run report: reading outputs back (confidence, label maps, thumbnails), flagging, SVG plot, HTML."""
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.batch import VideoResult
+from pipeline.evaluate import EvaluationReport, VideoScores
+from pipeline.masks_sink import VideoMaskWriter
+from pipeline.report import RunReport, VideoSection, output_report, render_html, video_section, write_report
+from pipeline.report_outputs import RunOutputError, flag_low_confidence, frame_confidence, label_maps, thumbnails
+from pipeline.report_svg import confidence_plot
+from pipeline.video import write_video
+
+PARTS = ["background", "body", "wheel"]
+
+
+def _labels(frames: int, height: int = 12, width: int = 16) -> np.ndarray:
+    """Frame t: background, a body block, and a wheel block moving right by one pixel per frame."""
+    labels = np.zeros((frames, height, width), np.uint8)
+    for t in range(frames):
+        labels[t, 2:8, 3:12] = 1
+        labels[t, 8:11, 2 + t : 5 + t] = 2
+    return labels
+
+
+def _probabilities(labels: np.ndarray, confidence: float) -> np.ndarray:
+    """``(P, H, W)`` probabilities: ``confidence`` on the label, the rest spread evenly."""
+    other = (1.0 - confidence) / (len(PARTS) - 1)
+    probabilities = np.full((len(PARTS), *labels.shape), other, np.float32)
+    np.put_along_axis(probabilities, labels[None].astype(np.int64), confidence, axis=0)
+    return probabilities
+
+
+def _write_masks(root: Path, video_id: str, labels: np.ndarray, confidences: list[float]) -> None:
+    with VideoMaskWriter(str(root), video_id, PARTS, "model-x", frames_per_row_group=2) as writer:
+        for index, (frame, confidence) in enumerate(zip(labels, confidences, strict=True)):
+            writer.write_frame(index, index / 24.0, frame, _probabilities(frame, confidence))
+        writer.commit()
+
+
+def test_confidence_and_label_maps_read_back_what_was_written(tmp_path: Path) -> None:
+    labels = _labels(5)
+    confidences = [0.9, 0.8, 0.3, 0.95, 0.9]
+    _write_masks(tmp_path, "clip", labels, confidences)
+    frames, confidence = frame_confidence(str(tmp_path), "clip")
+    assert frames.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(confidence, confidences, atol=1e-6)
+    frames, decoded = label_maps(str(tmp_path), "clip")
+    assert frames.tolist() == [0, 1, 2, 3, 4] and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, labels)
+
+
+def test_missing_masks_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(RunOutputError, match=r"masks/video_id=nope: no mask files"):
+        frame_confidence(str(tmp_path), "nope")
+
+
+def test_flagging_uses_the_floor_and_the_drop_below_the_median() -> None:
+    confidence = np.array([0.9, 0.92, 0.7, 0.91, 0.4, 0.9])
+    flags = flag_low_confidence(confidence, threshold=0.5, drop=0.15)
+    assert flags.tolist() == [False, False, True, False, True, False]  # 0.7 < median 0.9 - 0.15; 0.4 < 0.5
+    assert flag_low_confidence(np.zeros(0)).shape == (0,)
+    assert not flag_low_confidence(np.full(4, 0.6), threshold=0.5).any()
+
+
+def test_thumbnails_are_evenly_spaced_pngs_of_the_requested_width(tmp_path: Path) -> None:
+    frames = np.zeros((9, 32, 48, 3), np.uint8)
+    for t in range(9):
+        frames[t, :, :, 0] = 20 * t  # the red level encodes the frame index
+    video = tmp_path / "v.mp4"
+    write_video(str(video), frames, fps=10)
+    images = [np.asarray(Image.open(io.BytesIO(png))) for png in thumbnails(str(video), count=3, width=24)]
+    assert [image.shape for image in images] == [(16, 24, 3)] * 3
+    assert [round(float(image[..., 0].mean()) / 20) for image in images] == [0, 4, 8]
+
+
+def test_svg_plot_marks_each_flagged_frame() -> None:
+    svg = confidence_plot(np.arange(4), np.array([0.9, 0.2, 0.8, 0.1]), np.array([False, True, False, True]), 0.5,
+                          title="a<b")
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert svg.count('class="flagged"') == 2 and "a&lt;b" in svg
+    points = re.search(r'points="([^"]+)"', svg).group(1).split()
+    assert len(points) == 4
+    ys = [float(point.split(",")[1]) for point in points]
+    assert ys[1] > ys[0] and ys[3] > ys[2]  # lower confidence is drawn lower (larger y)
+
+
+def _section(tmp_path: Path) -> VideoSection:
+    labels = _labels(6, 32, 48)
+    _write_masks(tmp_path, "clip", labels, [0.9, 0.9, 0.2, 0.9, 0.9, 0.9])
+    write_video(str(tmp_path / "overlays" / "clip.mp4"), np.full((6, 32, 48, 3), 200, np.uint8), fps=6)
+    return video_section(str(tmp_path), VideoResult("clip", "/in/clip.mp4", "done", num_frames=6, seconds=1.5))
+
+
+def test_html_report_is_self_contained_and_lists_frames_to_review(tmp_path: Path) -> None:
+    section = _section(tmp_path)
+    assert section.review_frames == [2] and len(section.thumbnails) == 4
+    scores = VideoScores(video_id="clip", kind="car", frames=6, miou_ref=87.5, miou_present=90.0, j=0.8, f=0.7,
+                         flicker=None)
+    failed = VideoSection("broken", "failed", error="/in/broken.mp4: not a video <bad>")
+    report = RunReport("Run <1>", {"model id": "model-x", "config digest": "abc123"}, (section, failed),
+                       EvaluationReport([scores], size=64))
+    html = render_html(report)
+    assert html.startswith("<!DOCTYPE html>") and "Run &lt;1&gt;" in html
+    assert not re.search(r'(src|href)="(?!data:)', html)  # every image is inline
+    assert html.count('src="data:image/png;base64,') == 4
+    assert "87.50" in html and "n/a" in html and "model-x" in html and "abc123" in html
+    assert "1 frame(s) to review: 2" in html and "not a video &lt;bad&gt;" in html
+    path = write_report(report, str(tmp_path / "nested" / "report.html"))
+    assert Path(path).read_text(encoding="utf-8") == html
+
+
+def test_output_report_covers_every_committed_video(tmp_path: Path) -> None:
+    from pipeline.manifest import VideoManifest, write_manifest
+
+    _section(tmp_path)
+    write_manifest(str(tmp_path), VideoManifest(
+        video_id="clip", uri="/in/clip.mp4", num_frames=6, fps=6.0, height=32, width=48, model_id="model-x",
+        part_names=PARTS, config_digest="d1", outputs={}, timings={"total": 2.0, "model": 1.0}, mask_rows=18,
+    ))
+    report = output_report(str(tmp_path))
+    assert [section.video_id for section in report.videos] == ["clip"]
+    assert report.facts["model ids"] == "model-x" and report.facts["committed videos"] == "1"
+    with pytest.raises(RunOutputError, match="no committed video"):
+        output_report(str(tmp_path / "empty"))
