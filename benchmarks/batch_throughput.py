@@ -82,7 +82,7 @@ def memory_table(videos: dict[int, Path], model: Path, work: Path, resolution: i
     print("|---|---|---|---|")
     rows = {}
     for frames, video in videos.items():
-        args = [sys.executable, "-m", "benchmarks.pipeline", "--memory-run", str(video), str(model),
+        args = [sys.executable, "-m", "benchmarks.batch_throughput", "--memory-run", str(video), str(model),
                 str(work / f"mem-{frames}"), str(resolution)]
         done = subprocess.run(args, check=True, capture_output=True, text=True, cwd=REPOSITORY)
         row = rows[frames] = json.loads(done.stdout.splitlines()[-1])
