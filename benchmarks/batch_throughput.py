@@ -11,7 +11,7 @@ synthetic reference set (its quality does not matter for speed):
    video, each in a fresh subprocess (target: the long video within 1.2x of the short one).
 
 Run from the repository root as a module (a script named ``pipeline.py`` would shadow the package):
-``.venv/bin/python -m benchmarks.pipeline`` (``--quick`` for 60/600 frames instead of 200/2000).
+``.venv/bin/python -m benchmarks.batch_throughput`` (``--quick`` for 60/600 frames instead of 200/2000).
 """
 
 from __future__ import annotations
