@@ -128,6 +128,12 @@ class GuidanceConfig(_Windowed):
     lowpass: Literal["spatial", "spatiotemporal"] = Field(
         "spatial", description="spatial: the reference's filter; spatiotemporal: the paper's 3D low-pass"
     )
+    temporal_threshold: Fraction | None = Field(None, description="frame-axis cutoff (None: dct_threshold)")
+    dct_span: Literal["slice", "window"] = Field("slice", description="DCT over each optimised slice or whole window")
+    track_loss: Literal["hard", "soft"] = Field(
+        "hard", description="hard: CE against voted labels (reference); soft: KL against the voted vectors"
+    )
+    gradient_checkpointing: bool = False
 
     @property
     def enabled(self) -> bool:
