@@ -2,8 +2,9 @@
 
 The output folder receives the part model (the best validation mIoU so far, see
 :mod:`smite_ops.part_model`) and ``training_state.pt``, the state of the last finished epoch; running the
-same command again continues from there. Validation uses a separate reference set when one is given, else
-the training references without augmentation (a reference set has only a handful of images).
+same command again continues from there, with the same result as an uninterrupted run (every epoch draws its
+augmentation and noise from its own seed, :func:`epoch_seed`). Validation uses a separate reference set when
+one is given, else the training references without augmentation (a reference set has only a handful of images).
 """
 
 from __future__ import annotations
@@ -59,10 +60,15 @@ def _check_parts(config: JobConfig, references: ReferenceSet) -> None:
         )
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's augmentation and noise: a resumed run repeats an uninterrupted one exactly."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
 def _as_tensors(image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 ``(H, W, 3)`` image and ``(H, W)`` mask -> ``(3, H, W)`` float in [-1, 1] and int64 labels."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 127.5 - 1.0
-    return tensor, torch.from_numpy(np.ascontiguousarray(mask)).long()
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 127.5 - 1.0
+    return tensor, torch.from_numpy(np.array(mask)).long()
 
 
 def train_part_model(
@@ -100,14 +106,14 @@ def train_part_model(
         learner.load_state_dict(state["learner"])
         start_epoch, best_epoch, best_miou = state["next_epoch"], state["best_epoch"], state["best_miou"]
 
-    augment = ReferenceAugmenter(
-        config.model.resolution, config.train.min_crop_ratio, config.train.flip,
-        face=config.segment.multi_crop, seed=config.train.seed + start_epoch,
-    )
-    generator = torch.Generator().manual_seed(config.train.seed + start_epoch)
     val_samples = [_as_tensors(image, mask) for image, mask in zip(validation.images, validation.masks, strict=True)]
     bar = tqdm(range(start_epoch, config.train.epochs), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
+        augment = ReferenceAugmenter(
+            config.model.resolution, config.train.min_crop_ratio, config.train.flip,
+            face=config.segment.multi_crop, seed=epoch_seed(config.train.seed, epoch),
+        )
+        generator = torch.Generator().manual_seed(epoch_seed(config.train.seed, epoch))
         order = torch.randperm(len(references), generator=generator).tolist()
         losses = []
         for step, index in enumerate(order):

@@ -162,14 +162,32 @@ class WindowSegmenter:
             [resize(images[i : i + 1, :, top:bottom, left:right], (side, side))
              for i, (top, left, bottom, right) in enumerate(boxes)]
         )
-        fine = self._frame_pass(crops, generator)
-        canvas = torch.zeros(images.shape[0], self.num_parts, out, out)
-        canvas[:, 0] = fine.max()
-        for index, (top, left, bottom, right) in enumerate(boxes):
-            y0, y1 = scaled_span(top, bottom, out / height)
-            x0, x1 = scaled_span(left, right, out / width)
-            canvas[index, :, y0:y1, x0:x1] = resize_scores(fine[index : index + 1], (y1 - y0, x1 - x0))[0]
-        return canvas
+        return paste_crops(self._frame_pass(crops, generator), boxes, (height, width), out)
+
+
+def paste_crops(
+    fine: Tensor, boxes: list[tuple[int, int, int, int]], frame_size: tuple[int, int], out: int
+) -> Tensor:
+    """Paste per-frame crop scores back into whole-frame score grids (METHOD.md §4.6 step 5).
+
+    Args:
+        fine: ``(T, P, s, s)`` scores of the crops.
+        boxes: per frame ``(top, left, bottom, right)`` of its crop in native pixels (exclusive ends).
+        frame_size: native ``(height, width)``.
+        out: side of the returned grid.
+
+    Returns:
+        ``(T, P, out, out)`` float32: each crop's scores resized into its box (scaled to the grid); outside
+        the box, background gets the largest score of ``fine`` and every other class the smallest, so it wins there.
+    """
+    height, width = frame_size
+    canvas = torch.full((fine.shape[0], fine.shape[1], out, out), float(fine.min()))
+    canvas[:, 0] = fine.max()
+    for index, (top, left, bottom, right) in enumerate(boxes):
+        y0, y1 = scaled_span(top, bottom, out / height)
+        x0, x1 = scaled_span(left, right, out / width)
+        canvas[index, :, y0:y1, x0:x1] = resize_scores(fine[index : index + 1], (y1 - y0, x1 - x0))[0]
+    return canvas
 
 
 def scaled_span(start: int, stop: int, scale: float) -> tuple[int, int]:
