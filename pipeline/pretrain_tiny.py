@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,28 +102,39 @@ def _log(stage: str, step: int, total: int, losses: list[float], started: float)
     print(f"{stage} step {step}/{total} loss {np.mean(losses):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def pretrain_vae(parts: TinyComponents, frames: Frames, settings: PretrainSettings, generator: torch.Generator) -> None:
-    """Train the VAE as an autoencoder (MSE + KL), then set its latent scaling factor to 1 / latent std."""
-    vae = parts.vae
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.vae_steps)
+def _fit(
+    module: torch.nn.Module, name: str, lr: float, steps: int, log_every: int, batch_loss: Callable[[], Tensor]
+) -> None:
+    """AdamW with a cosine schedule over ``steps`` calls of ``batch_loss``; the module ends in eval mode."""
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     started, losses = time.perf_counter(), []
-    vae.train()
-    for step in range(1, settings.vae_steps + 1):
-        batch = random_crops(frames.images, settings.crop, settings.batch, generator)
-        posterior = vae.encode(batch).latent_dist
-        noise = torch.randn(posterior.mean.shape, generator=generator)
-        recon = vae.decode(posterior.mean + posterior.std * noise).sample
-        loss = F.mse_loss(recon, batch) + settings.kl_weight * posterior.kl().mean()
+    module.train()
+    for step in range(1, steps + 1):
+        loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % settings.log_every == 0:
-            _log("vae", step, settings.vae_steps, losses, started)
+        if step % log_every == 0:
+            _log(name, step, steps, losses, started)
             losses = []
-    vae.eval()
+    module.eval()
+
+
+def pretrain_vae(parts: TinyComponents, frames: Frames, settings: PretrainSettings, generator: torch.Generator) -> None:
+    """Train the VAE as an autoencoder (MSE + KL), then set its latent scaling factor to 1 / latent std."""
+    vae = parts.vae
+
+    def batch_loss() -> Tensor:
+        batch = random_crops(frames.images, settings.crop, settings.batch, generator)
+        posterior = vae.encode(batch).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator)
+        recon = vae.decode(posterior.mean + posterior.std * noise).sample
+        return F.mse_loss(recon, batch) + settings.kl_weight * posterior.kl().mean()
+
+    _fit(vae, "vae", settings.vae_lr, settings.vae_steps, settings.log_every, batch_loss)
     with torch.no_grad():
         std = float(encode_means(parts, frames.images).std())
     vae.register_to_config(scaling_factor=1.0 / std)
@@ -154,11 +166,8 @@ def pretrain_unet(
     conditions = torch.stack([encoded[text] for text in frames.prompts])  # (N, L, D)
     scheduler = sd_ddim_scheduler()
     unet = parts.unet
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.unet_lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, settings.unet_steps)
-    started, losses = time.perf_counter(), []
-    unet.train()
-    for step in range(1, settings.unet_steps + 1):
+
+    def batch_loss() -> Tensor:
         picks = torch.randint(0, len(latents), (settings.batch,), generator=generator)
         side = settings.latent_crop
         top, left = torch.randint(0, latents.shape[-1] - side + 1, (2,), generator=generator).tolist()
@@ -168,17 +177,9 @@ def pretrain_unet(
         eps = torch.randn(clean.shape, generator=generator)
         timesteps = _timesteps(settings.batch, generator)
         noisy = scheduler.add_noise(clean, eps, timesteps)
-        loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=context).sample, eps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-        if step % settings.log_every == 0:
-            _log("unet", step, settings.unet_steps, losses, started)
-            losses = []
-    unet.eval()
+        return F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=context).sample, eps)
 
+    _fit(unet, "unet", settings.unet_lr, settings.unet_steps, settings.log_every, batch_loss)
 
 def pretrain(settings: PretrainSettings) -> Path:
     """Render the data, pretrain the VAE then the UNet, and save the checkpoint to ``settings.out``."""
