@@ -137,10 +137,12 @@ def segment_video(
     config: ConfigOption = None,
     overrides: SetOption = None,
 ) -> None:
-    """Segment one video in this process, window after window (development and small jobs)."""
+    """Segment one video in this process, window after window, without guidance (development and small jobs)."""
     from pipeline.segment_video import segment_video_file
 
     job = load_config(config, overrides or [])
+    if job.guidance.enabled:
+        typer.echo("note: segment-video runs unguided; `smite segment` runs guidance with whole-video tracks", err=True)
     result = segment_video_file(video, model, out, job)
     typer.echo(f"labels: {result.labels_dir} ({result.num_frames} frames, {result.seconds:.1f} s)")
     if result.overlay is not None:
