@@ -85,15 +85,16 @@ def segment_video_file(
     palette = part_palette(len(part_model.part_names))
     overlay_path = out / f"{video_id}.mp4" if config.output.overlays else None
 
-    def overlays() -> Iterator[np.ndarray]:
+    def saved_frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for index, frame, labels in stitched_frames(uri, segmenter, config, progress):
             save_label_maps(out, video_id, [index], labels[None])
-            yield overlay_labels(frame, labels, palette)
+            yield frame, labels
 
     if overlay_path is not None:
-        write_video(str(overlay_path), overlays(), fps=config.output.overlay_fps or info.fps)
+        overlays = (overlay_labels(frame, labels, palette) for frame, labels in saved_frames())
+        write_video(str(overlay_path), overlays, fps=config.output.overlay_fps or info.fps)
     else:
-        for _ in overlays():
+        for _ in saved_frames():
             pass
     segmenter.runner.close()
     return SegmentedVideo(video_id, info.num_frames, out / video_id, overlay_path, time.perf_counter() - started)

@@ -156,12 +156,7 @@ class PartLearner:
     @torch.no_grad()
     def predict_labels(self, image: Tensor, timestep: int, generator: torch.Generator) -> Tensor:
         """Labels ``(s, s)`` at the map size for one ``(3, R, R)`` image, inference-variant WAS (§2.6)."""
-        latent = self.runner.encode(image[None].to(self.backbone.device), generator)
-        noisy, _ = self.runner.add_noise(latent, timestep, generator)
-        conditioning = self.tokens()
-        batch = noisy.repeat(2, 1, 1, 1) if self.cfg else noisy
-        conditions = torch.stack([self.uncond.to(conditioning.dtype), conditioning]) if self.cfg else conditioning
-        self.runner.predict(batch, timestep, conditions, num_frames=1)
+        self._forward(image.to(self.backbone.device), timestep, generator)
         labels = self.runner.inference_maps(self.num_parts)[0].argmax(0).cpu()
         self.runner.release()
         return labels
