@@ -69,7 +69,9 @@ class TrainConfig(_Section):
     stage2: Literal["tokens_frozen", "joint"] = Field(
         "tokens_frozen", description="tokens_frozen: the reference; joint: tokens and K/V together (paper)"
     )
-    trainable: Literal["crossattn_kv", "crossattn", "text_embeds"] = "crossattn_kv"
+    trainable: Literal["crossattn_kv", "crossattn", "crossattn_kv+selfattn_qk", "text_embeds"] = Field(
+        "crossattn_kv", description="UNet weights trained in stage 2 besides the tokens (see smite_ops.learning)"
+    )
     token_lr: Annotated[float, Field(gt=0)] = 0.1
     unet_lr: Annotated[float, Field(gt=0)] = 1e-6
     t_range: TimestepRange = (5, 100)

@@ -24,7 +24,14 @@ from smite_ops.part_model import PartModel
 from smite_ops.segmentation import resize
 from smite_ops.unet_maps import MapOptions, MapRunner
 
-Trainable = Literal["crossattn_kv", "crossattn", "text_embeds"]
+Trainable = Literal["crossattn_kv", "crossattn", "crossattn_kv+selfattn_qk", "text_embeds"]
+
+_TRAINED_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "crossattn_kv": (".attn2.to_k.weight", ".attn2.to_v.weight"),
+    "crossattn_kv+selfattn_qk": (
+        ".attn2.to_k.weight", ".attn2.to_v.weight", ".attn1.to_q.weight", ".attn1.to_k.weight"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,16 @@ class LearnSettings:
 
 
 def trainable_unet_parameters(unet: nn.Module, trainable: Trainable) -> dict[str, nn.Parameter]:
-    """The UNet parameters a mode trains: cross-attention (``attn2``) K/V weights, all ``attn2`` parameters,
-    or none (tokens only)."""
+    """The UNet parameters a mode trains.
+
+    ``crossattn_kv``: the cross-attention (``attn2``) K/V weights (the reference); ``crossattn``: every
+    ``attn2`` parameter; ``crossattn_kv+selfattn_qk``: the ``attn2`` K/V weights and the self-attention
+    (``attn1``) Q/K weights, so that the WAS loss also shapes the self-attention affinity ``Ā`` (the
+    reference's ``allattn``-style modes, narrowed to what the maps read); ``text_embeds``: none.
+    """
     if trainable == "text_embeds":
         return {}
-    suffixes = (".attn2.to_k.weight", ".attn2.to_v.weight") if trainable == "crossattn_kv" else None
+    suffixes = _TRAINED_SUFFIXES.get(trainable)
     chosen = {
         name: param
         for name, param in unet.named_parameters()

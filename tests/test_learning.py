@@ -1,5 +1,5 @@
-"""Learning with the shipped (pretrained) tiny backbone on a tiny synthetic set: the loss falls, and (slow) the
-validation mIoU clears the all-background level."""
+"""Learning with the shipped (pretrained) tiny backbone on a tiny synthetic set: the loss falls, the self-attention mode
+reaches the self-attention weights, and (slow) the tiny job's settings reach a validation-mIoU floor."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from smite_ops.metrics import miou
 torch.set_num_threads(1)
 RESOLUTION = 128
 EPOCHS = 6
-SLOW_EPOCHS = 16
-ALL_BACKGROUND_MARGIN = 2.0  # percentage points; measured: 24.9 vs 21.9 (torch 2.13 CPU, one thread)
-TINY_JOB = {"token_lr": 1.0, "unet_lr": 1e-3, "loss": SmiteLoss(coef_freq=0.0)}  # configs/tiny.yaml
+SLOW_EPOCHS = 80
+QUALITY_FLOOR = 40.0  # validation mIoU in %; measured 45.8 against 21.9 for all-background (torch 2.13 CPU, 1 thread)
+TINY_JOB = {  # configs/tiny.yaml
+    "token_lr": 1.0, "unet_lr": 1e-3, "trainable": "crossattn_kv+selfattn_qk", "loss": SmiteLoss(coef_freq=0.0)
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +44,34 @@ def test_trainable_parameters_are_the_cross_attention_projections() -> None:
     assert kv and all(name.endswith((".attn2.to_k.weight", ".attn2.to_v.weight")) for name in kv)
     assert set(kv) < set(trainable_unet_parameters(backbone.unet, "crossattn"))
     assert trainable_unet_parameters(backbone.unet, "text_embeds") == {}
+    with_self = trainable_unet_parameters(backbone.unet, "crossattn_kv+selfattn_qk")
+    self_qk = set(with_self) - set(kv)
+    assert self_qk and all(name.endswith((".attn1.to_q.weight", ".attn1.to_k.weight")) for name in self_qk)
+    assert len(self_qk) == len(kv)  # every transformer block: self Q/K beside cross K/V
+
+
+def test_self_attention_mode_trains_the_affinity(references: ReferenceSet) -> None:
+    """With ``crossattn_kv+selfattn_qk`` a stage-2 step moves the self-attention Q/K (the WAS loss reaches them)."""
+    backbone = load_backbone(str(TINY_BACKBONE), with_text_encoder=True)
+    base, init = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
+    learn = LearnSettings(
+        token_epochs=0, guidance_scale=1.0, resolution=RESOLUTION, trainable="crossattn_kv+selfattn_qk"
+    )
+    learner = PartLearner(backbone, references.part_names, base, init, None, learn)
+    name = next(n for n in learner.unet_params if n.endswith(".attn1.to_q.weight"))
+    before = learner.unet_params[name].detach().clone()
+    images, masks = _tensors(references)
+    learner.step(images[0], masks[0], 0, torch.Generator().manual_seed(0))
+    learner.runner.close()
+    assert not torch.equal(before, learner.unet_params[name])
 
 
 def _train(references: ReferenceSet, epochs: int, **settings: object) -> tuple[list[float], float, float]:
     """Train on the references without augmentation; ``(epoch losses, validation mIoU, all-background mIoU)``."""
     backbone = load_backbone(str(TINY_BACKBONE), with_text_encoder=True)
     base, init = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
-    learn = LearnSettings(token_epochs=epochs // 2, guidance_scale=1.0, resolution=RESOLUTION, **settings)
+    settings = {"token_epochs": epochs // 2, **settings}
+    learn = LearnSettings(guidance_scale=1.0, resolution=RESOLUTION, **settings)
     learner = PartLearner(backbone, references.part_names, base, init, None, learn)
     images, masks = _tensors(references)
     generator = torch.Generator().manual_seed(0)
@@ -70,7 +93,7 @@ def test_learning_lowers_the_loss(references: ReferenceSet) -> None:
 
 
 @pytest.mark.slow
-def test_learning_beats_all_background(references: ReferenceSet) -> None:
-    losses, score, background = _train(references, SLOW_EPOCHS, **TINY_JOB)
+def test_learning_reaches_the_quality_floor(references: ReferenceSet) -> None:
+    losses, score, background = _train(references, SLOW_EPOCHS, token_epochs=SLOW_EPOCHS // 10, **TINY_JOB)
     assert losses[-1] < 0.5 * losses[0]
-    assert score > background + ALL_BACKGROUND_MARGIN, (score, background)
+    assert score > QUALITY_FLOOR > background, (score, background)
