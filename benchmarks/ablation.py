@@ -129,7 +129,8 @@ def prepare(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path]:
     )[1]  # the coarse granularity
     if args.model:
         return dataset, Path(args.model)
-    config = load_config("tiny", [f"model.resolution={args.resolution}", f"train.epochs={args.epochs}"])
+    epochs = [f"train.epochs={args.epochs}"] if args.epochs else []
+    config = load_config("tiny", [f"model.resolution={args.resolution}", *epochs])
     result = train_part_model(str(dataset / "references"), scratch / "model", config, progress=False)
     print(f"trained {result.model_dir}: best validation mIoU {result.best_miou:.1f} at epoch {result.best_epoch}")
     return dataset, result.model_dir
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--size", type=int, default=128, help="generated video size in pixels")
     parser.add_argument("--resolution", type=int, default=128, help="working resolution when training")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, help="training epochs (default: the tiny configuration's)")
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--quick", action="store_true", help="3 iterations per step instead of 15")
     parser.add_argument("--only", nargs="*", help="run only rows whose name contains one of these words")

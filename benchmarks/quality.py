@@ -15,7 +15,7 @@ per dataset, with means per kind and overall. Run::
     .venv/bin/python -m benchmarks.quality --bench /tmp/synth/a [--quick] [--config tiny] [--set KEY=VALUE ...]
 
 The benchmark folder is generated first when it does not exist (seed 0, the default benchmark). ``--quick``
-trains for at most 20 epochs (token stage scaled alike) and segments only the first video of each dataset.
+segments only the first video of each dataset (training is as configured).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from pipeline.video import read_frames
 from smite_ops.baselines import AllBackgroundSegmenter, NearestColourSegmenter
 
 METHODS = ("smite", "nearest-colour", "all-background")
-QUICK_EPOCHS = 20
 
 
 def _videos(dataset: Path, quick: bool) -> list[str]:
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="tiny", help="job configuration preset or YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--datasets", nargs="*", help="dataset folder names (default: all)")
-    parser.add_argument("--quick", action="store_true", help=f"at most {QUICK_EPOCHS} epochs, one video per dataset")
+    parser.add_argument("--quick", action="store_true", help="one video per dataset")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -143,11 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     if not args.bench.exists():
         generate_benchmark(args.bench, seed=0)
     overrides = [*args.overrides, "output.overlays=false"]
-    if args.quick:
-        train = load_config(args.config, overrides).train
-        epochs = min(train.epochs, QUICK_EPOCHS)
-        token_epochs = round(train.token_epochs * epochs / train.epochs)
-        overrides = [f"train.epochs={epochs}", f"train.token_epochs={token_epochs}", *overrides]
     config = load_config(args.config, overrides)
     names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
     results, started = {}, time.perf_counter()

@@ -1,0 +1,173 @@
+"""How much part structure a backbone's features carry: a linear-probe ceiling on the synthetic benchmark.
+
+SMITE reads parts off the UNet with cross-attention: a class logit is a learned key dotted with the query
+``q`` at each map cell, i.e. a linear readout of the captured queries (METHOD.md §2.4). So a multinomial
+logistic regression on those queries, fitted on the reference images, bounds what the learned tokens and K/V
+can reach on the test videos. For every dataset and working resolution the harness
+
+1. runs the backbone (no part model; the conditioning is the encoded part prompt) once per image at timestep
+   ``--timestep`` and concatenates the captured queries of all cross-attention capture layers, resized to the
+   map size (``resolution / 8``), as per-cell features;
+2. fits the probe on the reference images (standardised features, Adam, cross-entropy with a small L2 term)
+   against the masks resized with nearest to the map size;
+3. scores it on frames of the first test video (every 6th annotated frame, at most 8), with the probe's logits
+   resized bilinearly to the native size, and prints mIoU (reference convention, %) next to the map-resolution
+   ceiling (the ground truth down-sampled to the map size by area, then up-sampled: what a perfect map reaches).
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.feature_probe --bench /tmp/synth/a [--resolutions 256 512] [--datasets ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipeline.backbones import TINY_BACKBONE
+from pipeline.references import load_reference_set
+from pipeline.smite50 import read_ground_truth
+from pipeline.synth import generate_benchmark
+from pipeline.video import read_frames
+from smite_ops.backbone import load_backbone
+from smite_ops.conditioning import encode_part_prompt
+from smite_ops.learning import nearest_mask
+from smite_ops.metrics import miou
+from smite_ops.segmentation import resize, to_unit_range
+from smite_ops.unet_maps import MapRunner
+
+PROBE_STEPS = 500
+PROBE_LR = 1e-2
+PROBE_L2 = 1e-4
+TEST_STRIDE, TEST_FRAMES = 6, 8
+
+
+class QueryFeatures:
+    """Per-cell features of images: the captured cross-attention queries of one noisy UNet pass.
+
+    Args:
+        runner: a map runner on the backbone (single-frame attention).
+        conditioning: ``(L, D)`` prompt embedding.
+        resolution: working resolution in pixels; maps are ``resolution / 8`` cells a side.
+        timestep: the noise level of the pass.
+    """
+
+    def __init__(self, runner: MapRunner, conditioning: Tensor, resolution: int, timestep: int) -> None:
+        self.runner, self.conditioning = runner, conditioning
+        self.resolution, self.timestep = resolution, timestep
+        self.generator = torch.Generator().manual_seed(0)
+
+    @property
+    def map_size(self) -> int:
+        return self.resolution // 8
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> Tensor:
+        """``(H, W, 3)`` uint8 -> ``(C, s, s)`` float32 with ``C`` = sum of heads x head dim over capture layers."""
+        pixels = to_unit_range(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None])
+        latents = self.runner.encode(resize(pixels, (self.resolution, self.resolution)), self.generator)
+        noisy, _ = self.runner.add_noise(latents, self.timestep, self.generator)
+        self.runner.predict(noisy, self.timestep, self.conditioning, num_frames=1)
+        maps = []
+        for q, _, (height, width) in self.runner.video.capture.cross_layers():
+            cells = q[0].permute(0, 2, 1).reshape(1, -1, height, width).float()  # heads x head_dim channels
+            maps.append(F.interpolate(cells, size=(self.map_size, self.map_size), mode="bilinear"))
+        self.runner.release()
+        return torch.cat(maps, dim=1)[0]
+
+
+def fit_probe(features: Tensor, labels: Tensor, num_classes: int) -> torch.nn.Module:
+    """Multinomial logistic regression on ``(N, C, s, s)`` features against ``(N, s, s)`` labels.
+
+    Features are standardised with the training statistics (folded into the returned module).
+    """
+    flat = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+    mean, std = flat.mean(0), flat.std(0) + 1e-6
+    linear = torch.nn.Linear(flat.shape[1], num_classes)
+    optimizer = torch.optim.Adam(linear.parameters(), lr=PROBE_LR)
+    inputs, targets = (flat - mean) / std, labels.reshape(-1)
+    for _ in range(PROBE_STEPS):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(linear(inputs), targets) + PROBE_L2 * linear.weight.pow(2).sum()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        linear.weight /= std
+        linear.bias -= linear.weight @ mean
+    return linear.requires_grad_(False)
+
+
+def probe_labels(probe: torch.nn.Module, features: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Labels ``(N, H, W)`` of ``(N, C, s, s)`` features: the probe's logits resized bilinearly to ``size``."""
+    logits = probe(features.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False).argmax(1).numpy()
+
+
+def resolution_ceiling(labels: np.ndarray, num_classes: int, map_size: int) -> float:
+    """mIoU (%) of ``(N, H, W)`` labels after an area down-sampling to ``map_size`` and a bilinear way back."""
+    one_hot = F.one_hot(torch.from_numpy(labels).long(), num_classes).permute(0, 3, 1, 2).float()
+    small = F.interpolate(one_hot, size=(map_size, map_size), mode="area")
+    back = F.interpolate(small, size=labels.shape[-2:], mode="bilinear", align_corners=False).argmax(1).numpy()
+    return miou(back, labels, num_classes).reference
+
+
+def probe_dataset(dataset: Path, resolution: int, timestep: int) -> dict[str, float]:
+    """Probe train / test mIoU and the map-resolution ceiling of one dataset at one working resolution."""
+    references = load_reference_set(str(dataset / "references"))
+    backbone = load_backbone(str(TINY_BACKBONE), with_text_encoder=True)
+    conditioning, _ = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
+    runner = MapRunner(backbone, cross_frame=False)
+    features = QueryFeatures(runner, conditioning, resolution, timestep)
+    num_classes, size = references.num_parts, features.map_size
+
+    train_x = torch.stack([features(image) for image in references.images])
+    train_y = torch.stack([nearest_mask(torch.from_numpy(np.array(mask)).long(), size) for mask in references.masks])
+    probe = fit_probe(train_x, train_y, num_classes)
+
+    video_id = json.loads((dataset / "dataset.json").read_text())["videos"][0]
+    truth = read_ground_truth(dataset / "gt" / video_id, num_classes)
+    frames = read_frames(str(dataset / "videos" / f"{video_id}.mp4"))
+    picks = list(range(0, len(truth.frame_indices), TEST_STRIDE))[:TEST_FRAMES]
+    test_x = torch.stack([features(frames[truth.frame_indices[i]]) for i in picks])
+    test_y = truth.labels[picks]
+    runner.close()
+    return {
+        "train": miou(probe_labels(probe, train_x, (size, size)), train_y.numpy(), num_classes).reference,
+        "test": miou(probe_labels(probe, test_x, test_y.shape[-2:]), test_y, num_classes).reference,
+        "ceiling": resolution_ceiling(test_y, num_classes, size),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--bench", type=Path, default=Path("/tmp/synth/a"), help="synthetic benchmark folder")
+    parser.add_argument("--datasets", nargs="*", help="dataset folder names (default: all)")
+    parser.add_argument("--resolutions", nargs="*", type=int, default=[256, 512], help="working resolutions (px)")
+    parser.add_argument("--timestep", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"command: python -m benchmarks.feature_probe {shlex.join(sys.argv[1:])}")
+    if not args.bench.exists():
+        generate_benchmark(args.bench, seed=0)
+    names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
+    print("| dataset | resolution | probe mIoU, references (%) | probe mIoU, test video (%) | map-size ceiling (%) |")
+    print("|---|---:|---:|---:|---:|")
+    for name in names:
+        for resolution in args.resolutions:
+            scores = probe_dataset(args.bench / name, resolution, args.timestep)
+            print(f"| {name} | {resolution} | {scores['train']:.1f} | {scores['test']:.1f} | {scores['ceiling']:.1f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
