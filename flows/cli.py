@@ -141,12 +141,12 @@ def segment_video(
     from pipeline.segment_video import segment_video_file
 
     job = load_config(config, overrides or [])
-    if job.guidance.enabled:
-        typer.echo("note: segment-video runs unguided; `smite segment` runs guidance with whole-video tracks", err=True)
     result = segment_video_file(video, model, out, job)
     typer.echo(f"labels: {result.labels_dir} ({result.num_frames} frames, {result.seconds:.1f} s)")
     if result.overlay is not None:
         typer.echo(f"overlay: {result.overlay}")
+    if job.guidance.enabled:
+        typer.echo("note: segment-video ran unguided; `smite segment` runs guidance with whole-video tracks", err=True)
 
 
 @app.command("segment")
@@ -240,10 +240,11 @@ def deploy(
 ) -> None:
     """Schedule the segment flow on a cron (needs PREFECT_API_URL); each run labels only new videos."""
     from flows.deploy import segment_deployment, serve_deployment
-    from flows.segment import check_segmenter
+    from flows.segment import check_job_settings, check_segmenter
 
-    load_config(config, overrides or [])
+    job = load_config(config, overrides or [])
     check_segmenter(model, baseline)
+    check_job_settings(job, baseline)
     deployment = segment_deployment(name, inputs, out, cron, model=model, config=config, overrides=overrides,
                                     baseline=baseline, timezone=timezone)
     serve_deployment(deployment)

@@ -25,12 +25,13 @@ from prefect.runtime import flow_run
 
 from flows.retry import retry_unless_bad_input
 from pipeline.batch import BatchResult, VideoResult, segment_videos
-from pipeline.config import JobConfig, load_config
+from pipeline.config import ConfigError, JobConfig, load_config
 from pipeline.inputs import VideoInput, expand_inputs
 from pipeline.manifest import is_committed, read_manifest
 from pipeline.references import load_reference_set
 from pipeline.report import RunReport, VideoSection, video_section, write_report
 from pipeline.segmenters import NearestColourFactory
+from pipeline.shared_tracks import check_tracker
 from smite_ops.errors import InputError
 from smite_ops.part_model import load_part_model
 
@@ -72,7 +73,23 @@ def check_segment_job(
     job = load_config(config, overrides)
     expand_inputs(inputs)
     check_segmenter(model, baseline)
+    check_job_settings(job, baseline)
     return job
+
+
+def check_job_settings(job: JobConfig, baseline: str | None) -> None:
+    """Check that a configuration can segment with the chosen segmenter.
+
+    Raises:
+        ConfigError: guidance is on for the (unguidable) nearest-colour baseline, or tracks are needed from
+            CoTracker3 without a checkpoint. The message is one line.
+    """
+    if baseline is not None and job.guidance.enabled:
+        raise ConfigError(
+            "guidance: the nearest-colour baseline cannot be guided; add --set guidance.track_weight=0 "
+            "--set guidance.reg_weight=0 (or use -c tiny)"
+        )
+    check_tracker(job)
 
 
 def check_segmenter(model: str | None, baseline: str | None) -> None:

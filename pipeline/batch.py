@@ -40,6 +40,7 @@ from pipeline.inputs import VideoInput, expand_inputs
 from pipeline.manifest import Failure, is_committed, manifest_path, update_failures
 from pipeline.plan import Shard, plan_video
 from pipeline.segmenters import PartModelFactory, SegmenterFactory
+from pipeline.shared_tracks import check_tracker, needs_tracks
 from pipeline.video import probe_video
 from pipeline.video_job import VideoJob
 from smite_ops.errors import InputError
@@ -195,7 +196,7 @@ class _Driver:
                 self._fail(video, error)
                 continue
             self.jobs[video.video_id] = job
-            if self.config.output.tracks or self.config.guidance.enabled:
+            if needs_tracks(self.config):
                 actor = self._least_loaded()
                 self.tracks[video.video_id] = self.actors[actor].track.remote(plan.info, self.config)
             self.queue.extend((shard, None) for shard in plan.shards)
@@ -311,11 +312,13 @@ def segment_videos(
         A :class:`BatchResult`: per-video status, output paths, timings and errors.
 
     Raises:
-        InputError: an input matches no video (nothing is started).
+        InputError: an input matches no video, or tracks are needed from CoTracker3 without a checkpoint
+            (nothing is started).
         BatchError: the segmenter cannot be built.
         ValueError: the actors ask for more GPUs or CPUs than any Ray node has.
     """
     started = time.perf_counter()
+    check_tracker(config)
     videos = expand_inputs(inputs)
     factory = segmenter_factory or PartModelFactory(model_dir, config)
     with ray_session(config.runtime):

@@ -17,6 +17,23 @@ from smite_ops.tracking.long_video import ChunkConfig, VideoTracks, track_long_v
 from smite_ops.tracking.lucas_kanade import LucasKanadeTracker
 from smite_ops.tracking.queries import grid_queries, query_frames_for
 
+NO_CHECKPOINT = "tracker.checkpoint: CoTracker3 needs its checkpoint file; set it, or tracker.kind=lucas_kanade"
+
+
+def needs_tracks(config: JobConfig) -> bool:
+    """Whether a segmentation job computes point tracks (guidance on, or tracks written out)."""
+    return config.guidance.enabled or config.output.tracks
+
+
+def check_tracker(config: JobConfig) -> None:
+    """Fail fast when a job needs tracks from CoTracker3 but names no checkpoint.
+
+    Raises:
+        ConfigError: one line naming the key and the two ways out.
+    """
+    if needs_tracks(config) and config.tracker.kind == "cotracker3" and config.tracker.checkpoint is None:
+        raise ConfigError(NO_CHECKPOINT)
+
 
 def make_tracker(config: JobConfig) -> PointTracker:
     """The tracker ``config.tracker.kind`` names: CoTracker3 (needs ``tracker.checkpoint``) or Lucas-Kanade.
@@ -28,9 +45,7 @@ def make_tracker(config: JobConfig) -> PointTracker:
     if tracker.kind == "lucas_kanade":
         return LucasKanadeTracker()
     if tracker.checkpoint is None:
-        raise ConfigError(
-            "tracker.checkpoint: CoTracker3 needs its checkpoint file; set it, or tracker.kind=lucas_kanade"
-        )
+        raise ConfigError(NO_CHECKPOINT)
     from pipeline.backbones import job_device  # imported here: it pulls in diffusers (~10 s), LK runs never need it
 
     model = load_cotracker3(tracker.checkpoint, device=job_device(config.runtime))

@@ -131,6 +131,26 @@ def test_segment_with_a_missing_model_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ([], "guidance: the nearest-colour baseline cannot be guided; add --set guidance.track_weight=0"),
+        (["--set", "guidance.track_weight=0", "--set", "output.tracks=true"],
+         "tracker.checkpoint: CoTracker3 needs its checkpoint file; set it, or tracker.kind=lucas_kanade"),
+    ],
+)
+def test_segment_settings_that_cannot_run_are_refused_before_anything_starts(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    video, refs = _video_and_references(tmp_path)
+    result = in_process("segment", str(video.parent), "--baseline", str(refs), "--out", str(tmp_path / "o"),
+                        *overrides)
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
     ("cron", "message"),
     [("61 * * * *", "--cron '61 * * * *': not a valid cron expression"), ("*/5 * * * *", "PREFECT_API_URL is not set")],
 )
@@ -138,7 +158,7 @@ def test_deploy_errors_are_one_line(tmp_path: Path, cron: str, message: str) -> 
     video, refs = _video_and_references(tmp_path)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         result = in_process("deploy", f"{video.parent}/*.mp4", "--out", str(tmp_path / "o"), "--baseline",
-                            str(refs), "--cron", cron)
+                            str(refs), "--cron", cron, "-c", "tiny")
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
