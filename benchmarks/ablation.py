@@ -19,7 +19,7 @@ frame-forward equivalents per output frame (a backward counts as two forwards), 
 Run from the repository root: ``.venv/bin/python -m benchmarks.ablation`` (generates a benchmark and trains a
 model in a temporary folder), or ``--data DATASET_DIR --model PART_MODEL_DIR`` to reuse them. ``--quick`` runs 3
 iterations per step instead of 15 (not the reference setting; for smoke tests only). On 2 shared CPU cores the
-default run (one 24-frame car video at 128 px) takes about 45 minutes, almost all of it in the guided rows.
+default run (one 24-frame car video at 128 px) takes about 20 minutes, almost all of it in the guided rows.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ def test_production_defaults_match_method() -> None:
     assert (cfg.segment.window, cfg.segment.overlap) == (18, 0)
     assert (cfg.guidance.window, cfg.guidance.overlap) == (16, 8)
     assert cfg.train.t_range == (5, 100) and cfg.segment.t_range == (95, 104)
-    assert not cfg.guidance.enabled
+    assert cfg.guidance.enabled and (cfg.guidance.track_weight, cfg.guidance.reg_weight) == (0.1, 0.0)
+    assert not load_config("tiny").guidance.enabled
 
 
 @pytest.mark.parametrize(

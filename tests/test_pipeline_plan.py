@@ -30,7 +30,7 @@ def _spans(plan) -> list[list[tuple[int, int]]]:
     ],
 )
 def test_unguided_plans_cover_every_frame(frames: int, per_shard: int, expected: list) -> None:
-    config = load_config(None, [f"runtime.windows_per_shard={per_shard}"])
+    config = load_config(None, ["guidance.track_weight=0", f"runtime.windows_per_shard={per_shard}"])
     plan = plan_video(VideoInput("clip", "clip.mp4"), _info(frames), config)
     assert _spans(plan) == expected
     assert [shard.index for shard in plan.shards] == list(range(len(expected)))
@@ -40,7 +40,7 @@ def test_unguided_plans_cover_every_frame(frames: int, per_shard: int, expected:
 
 
 def test_plans_are_deterministic_and_follow_the_guidance_geometry() -> None:
-    unguided = load_config(None)
+    unguided = load_config(None, ["guidance.track_weight=0"])
     guided = load_config(None, ["guidance.track_weight=1.0", "runtime.windows_per_shard=3"])
     assert window_geometry(unguided) == (18, 0) and window_geometry(guided) == (16, 8)
     video = VideoInput("clip", "clip.mp4")
