@@ -20,7 +20,7 @@ import torch
 from pycocotools import mask as coco_mask
 
 from pipeline.batch import BatchError, BatchResult, segment_videos
-from pipeline.config import load_config
+from pipeline.config import ConfigError, load_config
 from pipeline.manifest import read_failures, read_manifest
 from pipeline.references import load_reference_set
 from pipeline.segmenters import LoadedSegmenter, NearestColourFactory
@@ -215,6 +215,14 @@ def test_segmenter_errors_fail_the_video_or_the_batch_with_one_line(dataset: Pat
     expected = "cannot build the segmenter in a Ray actor: FileNotFoundError: .*: no model here$"
     with pytest.raises(BatchError, match=expected):
         _run([dataset / "videos" / "car_00.mp4"], tmp_path, FailingFactory(references, in_call=False))
+
+
+def test_tracks_without_a_tracker_checkpoint_stop_the_batch_before_it_starts(dataset: Path, tmp_path: Path) -> None:
+    factory = NearestColourFactory(str(dataset / "references"))
+    with pytest.raises(ConfigError, match="^tracker.checkpoint: CoTracker3 needs its checkpoint file"):
+        _run([dataset / "videos" / "car_00.mp4"], tmp_path / "out", factory, "tracker.kind=cotracker3",
+             "output.tracks=true")
+    assert not (tmp_path / "out").exists()
 
 
 @dataclass(frozen=True)
