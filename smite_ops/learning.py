@@ -26,11 +26,10 @@ from smite_ops.unet_maps import MapOptions, MapRunner
 
 Trainable = Literal["crossattn_kv", "crossattn", "crossattn_kv+selfattn_qk", "text_embeds"]
 
+_CROSS_KV = (".attn2.to_k.weight", ".attn2.to_v.weight")
 _TRAINED_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "crossattn_kv": (".attn2.to_k.weight", ".attn2.to_v.weight"),
-    "crossattn_kv+selfattn_qk": (
-        ".attn2.to_k.weight", ".attn2.to_v.weight", ".attn1.to_q.weight", ".attn1.to_k.weight"
-    ),
+    "crossattn_kv": _CROSS_KV,
+    "crossattn_kv+selfattn_qk": (*_CROSS_KV, ".attn1.to_q.weight", ".attn1.to_k.weight"),
 }
 
 
