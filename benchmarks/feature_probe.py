@@ -119,31 +119,39 @@ def resolution_ceiling(labels: np.ndarray, num_classes: int, map_size: int) -> f
     return miou(back, labels, num_classes).reference
 
 
-def probe_dataset(dataset: Path, resolution: int, timestep: int) -> dict[str, float]:
-    """Probe train / test mIoU and the map-resolution ceiling of one dataset at one working resolution."""
+def probe_dataset(
+    dataset: Path, runner: MapRunner, resolutions: list[int], timestep: int
+) -> dict[int, dict[str, float]]:
+    """Probe train / test mIoU and the map-resolution ceiling of one dataset, per working resolution.
+
+    ``runner`` wraps a backbone loaded with its text encoder (it encodes the part prompt).
+    """
     references = load_reference_set(str(dataset / "references"))
-    backbone = load_backbone(str(TINY_BACKBONE), with_text_encoder=True)
+    backbone = runner.backbone
     conditioning, _ = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
-    runner = MapRunner(backbone, cross_frame=False)
-    features = QueryFeatures(runner, conditioning, resolution, timestep)
-    num_classes, size = references.num_parts, features.map_size
-
-    train_x = torch.stack([features(image) for image in references.images])
-    train_y = torch.stack([nearest_mask(torch.from_numpy(np.array(mask)).long(), size) for mask in references.masks])
-    probe = fit_probe(train_x, train_y, num_classes)
-
+    num_classes = references.num_parts
     video_id = json.loads((dataset / "dataset.json").read_text())["videos"][0]
     truth = read_ground_truth(dataset / "gt" / video_id, num_classes)
     frames = read_frames(str(dataset / "videos" / f"{video_id}.mp4"))
     picks = list(range(0, len(truth.frame_indices), TEST_STRIDE))[:TEST_FRAMES]
-    test_x = torch.stack([features(frames[truth.frame_indices[i]]) for i in picks])
     test_y = truth.labels[picks]
-    runner.close()
-    return {
-        "train": miou(probe_labels(probe, train_x, (size, size)), train_y.numpy(), num_classes).reference,
-        "test": miou(probe_labels(probe, test_x, test_y.shape[-2:]), test_y, num_classes).reference,
-        "ceiling": resolution_ceiling(test_y, num_classes, size),
-    }
+
+    scores = {}
+    for resolution in resolutions:
+        features = QueryFeatures(runner, conditioning, resolution, timestep)
+        size = features.map_size
+        train_x = torch.stack([features(image) for image in references.images])
+        train_y = torch.stack(
+            [nearest_mask(torch.from_numpy(np.array(mask)).long(), size) for mask in references.masks]
+        )
+        probe = fit_probe(train_x, train_y, num_classes)
+        test_x = torch.stack([features(frames[truth.frame_indices[i]]) for i in picks])
+        scores[resolution] = {
+            "train": miou(probe_labels(probe, train_x, (size, size)), train_y.numpy(), num_classes).reference,
+            "test": miou(probe_labels(probe, test_x, test_y.shape[-2:]), test_y, num_classes).reference,
+            "ceiling": resolution_ceiling(test_y, num_classes, size),
+        }
+    return scores
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,11 +170,12 @@ def main(argv: list[str] | None = None) -> None:
     names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
     print("| dataset | resolution | probe mIoU, references (%) | probe mIoU, test video (%) | map-size ceiling (%) |")
     print("|---|---:|---:|---:|---:|")
+    runner = MapRunner(load_backbone(str(TINY_BACKBONE), with_text_encoder=True), cross_frame=False)
     for name in names:
-        for resolution in args.resolutions:
-            scores = probe_dataset(args.bench / name, resolution, args.timestep)
+        for resolution, scores in probe_dataset(args.bench / name, runner, args.resolutions, args.timestep).items():
             print(f"| {name} | {resolution} | {scores['train']:.1f} | {scores['test']:.1f} | {scores['ceiling']:.1f} |",
                   flush=True)
+    runner.close()
 
 
 if __name__ == "__main__":
