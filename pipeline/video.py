@@ -43,6 +43,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.inputs import fs_and_path
 from smite_ops.errors import InputError
 
 
@@ -109,7 +110,7 @@ def _reason(error: BaseException) -> str:
 
 def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
-        return fsspec.core.url_to_fs(uri)
+        return fs_and_path(uri)  # a '::' in a file name is not a URL chain
     except (ValueError, ImportError) as error:
         raise VideoError(uri, f"cannot open this URL ({_reason(error)})") from None
 
