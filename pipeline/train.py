@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,7 +75,7 @@ def job_identity(config: JobConfig, part_names: list[str]) -> dict[str, object]:
             "trainable": train.trainable, "stage2": train.stage2, "seed": train.seed}
 
 
-def read_training_state(path: Path, identity: dict[str, object]) -> dict | None:
+def read_training_state(path: Path, identity: dict[str, object]) -> dict[str, Any] | None:
     """The training state at ``path`` (None when there is none), refused unless it belongs to ``identity``.
 
     Raises:
@@ -90,6 +91,12 @@ def read_training_state(path: Path, identity: dict[str, object]) -> dict | None:
     recorded = state.get("job") if isinstance(state, dict) else None
     if not isinstance(recorded, dict):
         raise TrainingStateError(f"{path}: training state without a job record; train into an empty folder")
+    check_same_job(path, recorded, identity)
+    return state
+
+
+def check_same_job(path: Path, recorded: dict[str, object], identity: dict[str, object]) -> None:
+    """Refuse a state whose job record ``recorded`` differs from ``identity`` (see :func:`read_training_state`)."""
     for key, value in identity.items():
         if key in recorded and recorded[key] != value:
             raise TrainingStateError(
@@ -98,7 +105,6 @@ def read_training_state(path: Path, identity: dict[str, object]) -> dict | None:
             )
     if missing := sorted(identity.keys() - recorded.keys()):
         raise TrainingStateError(f"{path}: training state does not record {', '.join(missing)}; cannot resume it")
-    return state
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -135,7 +141,7 @@ def train_part_model(
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     identity = job_identity(config, references.part_names)
-    read_training_state(state_path, identity)  # refuse foreign state before the backbone loads
+    state = read_training_state(state_path, identity)  # refuse foreign state before the backbone loads
 
     torch.manual_seed(config.train.seed)
     backbone = load_job_backbone(config.model, config.runtime, with_text_encoder=True, for_training=True)
@@ -145,7 +151,8 @@ def train_part_model(
     learner = PartLearner(backbone, references.part_names, base, init, uncond, learn_settings(config))
 
     start_epoch, best_epoch, best_miou = 0, -1, -1.0
-    if (state := read_training_state(state_path, identity)) is not None:
+    if state is not None:
+        check_same_job(state_path, state["job"], identity)  # now with the backbone's content hash
         learner.load_state_dict(state["learner"])
         start_epoch, best_epoch, best_miou = state["next_epoch"], state["best_epoch"], state["best_miou"]
 
