@@ -162,8 +162,10 @@ def segment(
 ) -> None:
     """Segment videos on Ray under the Prefect `segment` flow; videos already committed in OUT are skipped."""
     from flows.segment import check_segment_job, segment_flow
+    from pipeline.manifest import check_output_root
 
     check_segment_job(inputs, model, config, overrides or [], baseline)
+    check_output_root(out)
     run = segment_flow(inputs, out, model=model, config=config, overrides=overrides, baseline=baseline,
                        threshold=threshold, progress=True)
     if run.batch is None:
@@ -192,8 +194,10 @@ def evaluate(
 ) -> None:
     """Segment a dataset's videos with a part model and score them: metrics per video and per kind."""
     from flows.evaluate import check_evaluate_job, evaluate_flow
+    from pipeline.manifest import check_output_root
 
     check_evaluate_job(dataset, model, config, overrides or [], baseline)
+    check_output_root(out)
     run = evaluate_flow(dataset, out, model=model, config=config, overrides=overrides, baseline=baseline,
                         size=size, progress=True)
     typer.echo(run.evaluation.to_markdown())
@@ -241,10 +245,12 @@ def deploy(
     """Schedule the segment flow on a cron (needs PREFECT_API_URL); each run labels only new videos."""
     from flows.deploy import segment_deployment, serve_deployment
     from flows.segment import check_job_settings, check_segmenter
+    from pipeline.manifest import check_output_root
 
     job = load_config(config, overrides or [])
     check_segmenter(model, baseline)
     check_job_settings(job, baseline)
+    check_output_root(out)
     deployment = segment_deployment(name, inputs, out, cron, model=model, config=config, overrides=overrides,
                                     baseline=baseline, timezone=timezone)
     serve_deployment(deployment)
@@ -261,8 +267,10 @@ def report(
 ) -> None:
     """Write an HTML report of every video committed under OUT (overlays, confidence, frames to review)."""
     from flows.segment import report_uri
+    from pipeline.manifest import check_output_root
     from pipeline.report import output_report, write_report
 
+    check_output_root(out)
     path = write_report(output_report(out, threshold=threshold), html or report_uri(out, "outputs"))
     typer.echo(f"report: {path}")
 

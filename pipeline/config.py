@@ -3,6 +3,9 @@
 The model defaults are the production defaults of METHOD.md (SD 2.1-base, the reference's windows, learning and
 guidance knobs); `configs/smite.yaml` spells them out and a test keeps the two equal. Presets (`car.yaml`,
 `horse.yaml`, `face.yaml`, `tiny.yaml`) hold only what differs. Every error names the file and the key.
+
+Values from YAML are checked strictly: no coercion between types (``true`` is not an integer, ``1`` is not a
+boolean, ``2.0`` is not an integer), and every float must be finite.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ NonNegativeInt = Annotated[int, Field(ge=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 Timestep = Annotated[int, Field(ge=0, le=999)]
+MAX_EPOCHS = 1_000_000
+Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
+EpochIndex = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
 
 
 class ConfigError(InputError):
@@ -31,7 +37,7 @@ class ConfigError(InputError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _ordered(value: tuple[int, int]) -> tuple[int, int]:
@@ -64,8 +70,8 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """Learning from reference images (METHOD.md §3)."""
 
-    epochs: PositiveInt = 300
-    token_epochs: NonNegativeInt = Field(51, description="stage 1: epochs that train only the token vectors")
+    epochs: Epochs = 300
+    token_epochs: EpochIndex = Field(51, description="stage 1: epochs that train only the token vectors")
     stage2: Literal["tokens_frozen", "joint"] = Field(
         "tokens_frozen", description="tokens_frozen: the reference; joint: tokens and K/V together (paper)"
     )
@@ -78,7 +84,7 @@ class TrainConfig(_Section):
     guidance_scale: Annotated[float, Field(ge=1)] = 100.0
     coef_sd: NonNegativeFloat = 0.005
     coef_freq: NonNegativeFloat = 0.001
-    freq_from_epoch: NonNegativeInt = 6
+    freq_from_epoch: EpochIndex = 6
     min_crop_ratio: Fraction = 0.8
     flip: bool = True
     validation_t_range: TimestepRange = (95, 105)
@@ -232,7 +238,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"--set {text}: expected KEY=VALUE, e.g. train.epochs=10")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    try:
+        return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        problem = " ".join(str(getattr(err, "problem", None) or "not valid YAML").split())
+        raise ConfigError(f"--set {text}: the value is not a plain YAML value ({problem})") from None
 
 
 def _apply_override(data: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
@@ -272,6 +282,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{file}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{file}: is a folder, not a config file") from None
+        except OSError as err:
+            raise ConfigError(f"{file}: cannot read ({err.strerror or err.__class__.__name__})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{file}: not UTF-8 text (byte {err.start})") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
@@ -285,6 +301,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if overrides:
         source += " with --set " + " ".join(overrides)
     try:
-        return JobConfig.model_validate(data)
+        # strict JSON-mode validation: YAML lists still fill tuples, but no value changes type on the way
+        return JobConfig.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None

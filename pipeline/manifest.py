@@ -19,6 +19,9 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.inputs import url_to_fs
+from smite_ops.errors import InputError
+
 MANIFEST_DIR = "_manifest"
 FAILURES_FILE = "failures.parquet"
 FAILURES_SCHEMA = pa.schema(
@@ -122,13 +125,38 @@ def is_committed(root: str, video_id: str, config_digest: str) -> bool:
     return manifest is not None and manifest.get("config_digest") == config_digest
 
 
+class OutputRootError(InputError):
+    """An output root cannot be used: an unknown URL protocol, a missing fsspec package, a damaged file in it."""
+
+
 def read_failures(root: str) -> list[Failure]:
-    """The rows of ``failures.parquet`` (empty when there is none)."""
+    """The rows of ``failures.parquet`` (empty when there is none).
+
+    Raises:
+        OutputRootError: the file is not a Parquet file with the failures schema.
+    """
     fs, path = _join(root, FAILURES_FILE)
     if not fs.exists(path):
         return []
-    with fs.open(path, "rb") as file:
-        return [Failure(**row) for row in pq.read_table(file).to_pylist()]
+    try:
+        with fs.open(path, "rb") as file:
+            table = pq.read_table(file)
+        if not FAILURES_SCHEMA.equals(table.schema, check_metadata=False):
+            raise ValueError(f"columns {table.schema.names}")
+        return [Failure(**row) for row in table.to_pylist()]
+    except (pa.ArrowException, OSError, ValueError) as err:
+        problem = " ".join(str(err).split())[:200]
+        where = f"{str(root).rstrip('/')}/{FAILURES_FILE}"
+        raise OutputRootError(f"{where}: damaged failures file ({problem}); move it away") from None
+
+
+def check_output_root(root: str) -> None:
+    """Refuse, before any work, an output root that cannot be opened or whose ``failures.parquet`` is damaged."""
+    try:
+        url_to_fs(str(root))
+    except InputError as err:
+        raise OutputRootError(str(err)) from None
+    read_failures(root)
 
 
 def update_failures(root: str, processed: set[str], failures: list[Failure]) -> str:

@@ -3,17 +3,23 @@
 Layout of a reference-set folder (local path or fsspec URL)::
 
     images/    RGB images (.png, .jpg, .jpeg); RGBA and greyscale are converted to RGB
-    masks/     label maps with the same file stem as their image: single-channel PNG (values 0..P-1)
-               or .npy integer arrays of shape (H, W)
+    masks/     label maps with the same file stem as their image: single-channel PNG (values 0..P-1; a
+               1-bit PNG gives labels 0 and 1) or .npy integer arrays of shape (H, W)
     parts.txt  part names, one per line, in class order, ``background`` first
 
 Images and masks are paired by file stem (not by sort position, so a missing file is reported instead of
-silently shifting every pair). Every problem raises :class:`ReferenceSetError` with one line naming the file.
+silently shifting every pair). Every problem raises :class:`ReferenceSetError` with one line naming the file;
+images larger than Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) are refused before they are
+decoded. A part of ``parts.txt`` that no mask contains is logged as a warning (the model cannot learn it).
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -25,6 +31,9 @@ from smite_ops.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".npy")
+_MASK_MODES = ("1", "L", "P", "I", "I;16")
+
+logger = logging.getLogger(__name__)
 
 
 class ReferenceSetError(InputError):
@@ -89,9 +98,23 @@ def _files_by_stem(fs: fsspec.AbstractFileSystem, folder: str, suffixes: tuple[s
     return found
 
 
+@contextmanager
+def _opened_image(data: bytes, path: str) -> Iterator[Image.Image]:
+    """Open PNG/JPEG bytes with Pillow; an image over its pixel limit is refused before decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                yield image
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise ReferenceSetError(
+                f"{path}: image too large (over {Image.MAX_IMAGE_PIXELS} pixels, a possible decompression bomb)"
+            ) from None
+
+
 def _read_image(fs: fsspec.AbstractFileSystem, path: str) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(fs.cat_file(path))) as image:
+        with _opened_image(fs.cat_file(path), path) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError) as err:
         raise ReferenceSetError(f"{path}: unreadable image ({err.__class__.__name__})") from None
@@ -103,10 +126,11 @@ def _read_mask(fs: fsspec.AbstractFileSystem, path: str) -> np.ndarray:
         if path.lower().endswith(".npy"):
             mask = np.load(io.BytesIO(data), allow_pickle=False)
         else:
-            with Image.open(io.BytesIO(data)) as image:
-                if image.mode not in ("L", "P", "I", "I;16"):
+            with _opened_image(data, path) as image:
+                if image.mode not in _MASK_MODES:
                     raise ReferenceSetError(f"{path}: mask must be a single-channel label map, got mode {image.mode}")
                 mask = np.asarray(image)
+                mask = mask.astype(np.uint8) if mask.dtype == bool else mask  # a 1-bit PNG reads as bool
     except (UnidentifiedImageError, OSError, ValueError) as err:
         if isinstance(err, ReferenceSetError):
             raise
@@ -155,9 +179,21 @@ def load_reference_set(root: str) -> ReferenceSet:
             )
         loaded_images.append(image)
         loaded_masks.append(mask.astype(np.uint8))
+    _warn_absent_parts(f"{base}/parts.txt", part_names, loaded_masks)
     return ReferenceSet(
         root=str(root), part_names=part_names, stems=stems, images=loaded_images, masks=loaded_masks
     )
+
+
+def _warn_absent_parts(parts_path: str, part_names: list[str], masks: list[np.ndarray]) -> None:
+    """Log a warning for every part of ``parts.txt`` that no mask contains."""
+    present = np.zeros(len(part_names), dtype=bool)
+    for mask in masks:
+        present[np.unique(mask)] = True
+    for label in np.flatnonzero(~present):
+        logger.warning(
+            "%s: part %r (label %d) appears in no mask; the model cannot learn it", parts_path, part_names[label], label
+        )
 
 
 def write_reference_set(root: str, part_names: list[str], images: list[np.ndarray], masks: list[np.ndarray]) -> None:

@@ -3,13 +3,22 @@
 Writes ``OUT/<video_id>/<frame:05d>.png`` label maps (the layout `smite evaluate-masks` reads) and, when
 ``output.overlays`` is on, ``OUT/<video_id>.mp4`` with coloured parts. Frames are decoded per window and
 released as soon as every window covering them is done, so memory does not grow with the video.
+
+The outputs of a video appear together or not at all: label maps are written to a hidden staging folder
+(``OUT/.<video_id>.partial-<hex>``) that replaces ``OUT/<video_id>`` only once every frame is done, so an error
+leaves the previous outputs (or none) and a rerun of a shorter video keeps no stale frames; the overlay is
+written atomically by :func:`pipeline.video.write_video`, and removed when overlays are off.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +82,27 @@ def stitched_frames(
             yield index, pending.pop(index), labels
 
 
+@contextmanager
+def _staged_folder(out: Path, name: str) -> Iterator[str]:
+    """Yield a hidden staging folder name under ``out``; on success it replaces ``out/name``, else it is removed.
+
+    Leftovers of earlier runs killed before they could clean up (``.<name>.partial-*``) are removed first.
+    """
+    for leftover in out.glob(f".{glob_escape(name)}.partial-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging = f".{name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        yield staging
+        (out / staging).mkdir(parents=True, exist_ok=True)  # a video of zero frames still gets its folder
+        final, retired = out / name, out / f".{name}.partial-{uuid.uuid4().hex[:12]}"
+        if final.exists():
+            final.rename(retired)
+        (out / staging).rename(final)
+        shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        shutil.rmtree(out / staging, ignore_errors=True)
+
+
 def segment_video_file(
     uri: str, model_dir: str, out_dir: str | Path, config: JobConfig, progress: bool = True
 ) -> SegmentedVideo:
@@ -85,16 +115,20 @@ def segment_video_file(
     palette = part_palette(len(part_model.part_names))
     overlay_path = out / f"{video_id}.mp4" if config.output.overlays else None
 
-    def saved_frames() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def saved_frames(staging: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for index, frame, labels in stitched_frames(uri, segmenter, config, progress):
-            save_label_maps(out, video_id, [index], labels[None])
+            save_label_maps(out, staging, [index], labels[None])
             yield frame, labels
 
-    if overlay_path is not None:
-        overlays = (overlay_labels(frame, labels, palette) for frame, labels in saved_frames())
-        write_video(str(overlay_path), overlays, fps=config.output.overlay_fps or info.fps)
-    else:
-        for _ in saved_frames():
-            pass
-    segmenter.runner.close()
+    try:
+        with _staged_folder(out, video_id) as staging:
+            if overlay_path is not None:
+                overlays = (overlay_labels(frame, labels, palette) for frame, labels in saved_frames(staging))
+                write_video(str(overlay_path), overlays, fps=config.output.overlay_fps or info.fps)
+            else:
+                for _ in saved_frames(staging):
+                    pass
+                (out / f"{video_id}.mp4").unlink(missing_ok=True)  # an earlier run's overlay of other labels
+    finally:
+        segmenter.runner.close()
     return SegmentedVideo(video_id, info.num_frames, out / video_id, overlay_path, time.perf_counter() - started)

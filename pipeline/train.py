@@ -3,8 +3,10 @@
 The output folder receives the part model (the best validation mIoU so far, see
 :mod:`smite_ops.part_model`) and ``training_state.pt``, the state of the last finished epoch; running the
 same command again continues from there, with the same result as an uninterrupted run (every epoch draws its
-augmentation and noise from its own seed, :func:`epoch_seed`). Validation uses a separate reference set when
-one is given, else the training references without augmentation (a reference set has only a handful of images).
+augmentation and noise from its own seed, :func:`epoch_seed`). The state records the job it belongs to (parts,
+resolution, backbone, what is trained, seed); a state of another job is refused in one line, never resumed.
+Validation uses a separate reference set when one is given, else the training references without augmentation
+(a reference set has only a handful of images).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +25,16 @@ from pipeline.backbones import load_job_backbone
 from pipeline.config import ConfigError, JobConfig
 from pipeline.references import ReferenceSet, load_reference_set
 from smite_ops.conditioning import encode_part_prompt, encode_prompt
+from smite_ops.errors import InputError
 from smite_ops.learning import LearnSettings, PartLearner
 from smite_ops.losses import SmiteLoss
 from smite_ops.part_model import save_part_model
 
 STATE_FILE = "training_state.pt"
+
+
+class TrainingStateError(InputError):
+    """The output folder holds training state that cannot be resumed by this job."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,45 @@ def _check_parts(config: JobConfig, references: ReferenceSet) -> None:
         raise ConfigError(
             f"{references.root}/parts.txt: parts {references.part_names} differ from the config's parts {config.parts}"
         )
+
+
+def job_identity(config: JobConfig, part_names: list[str]) -> dict[str, object]:
+    """What a resumed run must share with the run that wrote the state (the backbone hash is added once loaded)."""
+    train = config.train
+    return {"parts": list(part_names), "resolution": config.model.resolution, "base_model": config.model.base,
+            "trainable": train.trainable, "stage2": train.stage2, "seed": train.seed}
+
+
+def read_training_state(path: Path, identity: dict[str, object]) -> dict[str, Any] | None:
+    """The training state at ``path`` (None when there is none), refused unless it belongs to ``identity``.
+
+    Raises:
+        TrainingStateError: unreadable, written without a job record, or by a job that differs in a key of
+            ``identity`` (the message names the first such key with both values).
+    """
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as err:  # torch raises pickle, zip and runtime errors for damaged files
+        raise TrainingStateError(f"{path}: unreadable training state ({err.__class__.__name__})") from None
+    recorded = state.get("job") if isinstance(state, dict) else None
+    if not isinstance(recorded, dict):
+        raise TrainingStateError(f"{path}: training state without a job record; train into an empty folder")
+    check_same_job(path, recorded, identity)
+    return state
+
+
+def check_same_job(path: Path, recorded: dict[str, object], identity: dict[str, object]) -> None:
+    """Refuse a state whose job record ``recorded`` differs from ``identity`` (see :func:`read_training_state`)."""
+    for key, value in identity.items():
+        if key in recorded and recorded[key] != value:
+            raise TrainingStateError(
+                f"{path}: belongs to another training job ({key} {recorded[key]!r}, this job {value!r}); "
+                "train into another folder or delete it to start over"
+            )
+    if missing := sorted(identity.keys() - recorded.keys()):
+        raise TrainingStateError(f"{path}: training state does not record {', '.join(missing)}; cannot resume it")
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -92,17 +139,20 @@ def train_part_model(
         raise ConfigError(f"{validation.root}/parts.txt: parts differ from {references.root}/parts.txt")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    identity = job_identity(config, references.part_names)
+    state = read_training_state(state_path, identity)  # refuse foreign state before the backbone loads
 
     torch.manual_seed(config.train.seed)
     backbone = load_job_backbone(config.model, config.runtime, with_text_encoder=True, for_training=True)
+    identity["base_hash"] = backbone.content_hash
     base, init = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
     uncond = encode_prompt(backbone.text_encoder, backbone.tokenizer, "")
     learner = PartLearner(backbone, references.part_names, base, init, uncond, learn_settings(config))
 
     start_epoch, best_epoch, best_miou = 0, -1, -1.0
-    state_path = out / STATE_FILE
-    if state_path.exists():
-        state = torch.load(state_path, weights_only=True)
+    if state is not None:
+        check_same_job(state_path, state["job"], identity)  # now with the backbone's content hash
         learner.load_state_dict(state["learner"])
         start_epoch, best_epoch, best_miou = state["next_epoch"], state["best_epoch"], state["best_miou"]
 
@@ -129,7 +179,7 @@ def train_part_model(
         pending = state_path.with_suffix(".pending")
         torch.save(
             {"learner": learner.state_dict(), "next_epoch": epoch + 1, "best_epoch": best_epoch,
-             "best_miou": best_miou},
+             "best_miou": best_miou, "job": identity},
             pending,
         )
         pending.replace(state_path)

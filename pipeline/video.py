@@ -14,7 +14,8 @@ holes in that index (variable frame rate) are refused with a :class:`VideoError`
 Rotation metadata and non-square sample aspect ratios are ignored (frames come out as stored).
 
 Writing produces H.264 (``libx264``, ``yuv420p``, CRF rate control, a keyframe at least every 2 s,
-``+faststart``, tagged BT.601 limited range) in MP4. Should a PyAV build lack ``libx264``, MPEG-4
+``+faststart``, tagged BT.601 limited range, four slice threads whatever the machine, so the same frames
+always give the same bytes) in MP4. Should a PyAV build lack ``libx264``, MPEG-4
 Part 2 (``mpeg4``, fixed quantiser derived from the CRF) is used instead; other H.264 encoders are not
 used because they have no CRF mode. Since ``yuv420p`` needs even sizes, odd heights/widths are padded by one
 row/column replicating the last one: the written video is ``(H + H % 2, W + W % 2)``.
@@ -42,6 +43,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 from fsspec.implementations.local import LocalFileSystem
 
+from pipeline.inputs import fs_and_path
 from smite_ops.errors import InputError
 
 
@@ -95,6 +97,9 @@ class _Clock:
 _IMAGE_DEMUXERS = ("image2",)  # plus every "<codec>_pipe" demuxer (png_pipe, jpeg_pipe, ...)
 _KEYFRAME_SECONDS = 2
 _ENCODER_PREFERENCE = ("libx264", "mpeg4")
+# A fixed number of slice threads: the bitstream then depends neither on the machine's core count (x264's
+# default thread count does) nor on thread timing, so reruns write byte-identical files (benchmarks/encode.py).
+X264_THREADING = {"threads": "4", "sliced-threads": "1"}
 
 
 def _reason(error: BaseException) -> str:
@@ -105,7 +110,7 @@ def _reason(error: BaseException) -> str:
 
 def _filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     try:
-        return fsspec.core.url_to_fs(uri)
+        return fs_and_path(uri)  # a '::' in a file name is not a URL chain
     except (ValueError, ImportError) as error:
         raise VideoError(uri, f"cannot open this URL ({_reason(error)})") from None
 
@@ -288,7 +293,8 @@ def _available_encoder(uri: str) -> str:
 def _set_quality(stream: VideoStream, codec: str, crf: int) -> None:
     """CRF rate control for libx264; for mpeg4 a fixed quantiser 2..31 of roughly similar quality."""
     if codec == "libx264":
-        stream.codec_context.options = {"crf": str(crf), "preset": "medium"}
+        params = ":".join(f"{key}={value}" for key, value in X264_THREADING.items())
+        stream.codec_context.options = {"crf": str(crf), "preset": "medium", "x264-params": params}
     else:
         quantiser = min(31, max(2, round(crf / 6)))
         stream.codec_context.qmin = stream.codec_context.qmax = quantiser

@@ -10,7 +10,9 @@ A part model is a folder (local path or fsspec URL) with two files:
     format version, base model (source and content hash), part names in order, working resolution, the
     method's hyper-parameters, package version and training facts (epoch, validation mIoU).
 
-Loading refuses a folder whose base model or part list does not match what the caller expects.
+Loading validates the manifest against the weights (a part list of ``P`` unique names with ``background``
+first for ``P - 1`` trained tokens, an integer resolution, the listed UNet parameters present) and refuses a
+folder whose base model or part list does not match what the caller expects; every problem is one line.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ FORMAT = "smite-part-model/1"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
 _UNET_PREFIX = "unet."
+MODEL_ID_HASH_DIGITS = 12
 
 
 class PartModelError(InputError):
@@ -73,13 +76,14 @@ class PartModel:
 
     @property
     def model_id(self) -> str:
-        """A short id for outputs: a prefix of the base hash and of a hash of the learned weights."""
+        """A short id for outputs: 12 hex digits of the base hash (``sha256:`` dropped), then 12 of the weights'."""
         digest = hashlib.sha256()
         for name in sorted(self.unet_weights):
             digest.update(name.encode())
             digest.update(self.unet_weights[name].detach().float().cpu().numpy().tobytes())
         digest.update(self.conditioning.detach().float().cpu().numpy().tobytes())
-        return f"{self.base_hash[:8]}-{digest.hexdigest()[:8]}"
+        base_digits = self.base_hash.rpartition(":")[2][:MODEL_ID_HASH_DIGITS]
+        return f"{base_digits}-{digest.hexdigest()[:MODEL_ID_HASH_DIGITS]}"
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -142,27 +146,62 @@ def load_part_model(
             raise PartModelError(f"{required}: not found (is {path} a part model folder written by `smite train`?)")
     try:
         manifest = json.loads(fs.cat_file(manifest_path))
-        if manifest.get("format") != FORMAT:
-            raise PartModelError(f"{manifest_path}: unsupported format {manifest.get('format')!r}, expected {FORMAT}")
-        tensors = load_safetensors(fs.cat_file(weights_path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise PartModelError(f"{manifest_path}: not valid JSON ({err.__class__.__name__})") from None
+    fields = _manifest_fields(manifest, manifest_path)
+    try:
+        tensors = load_safetensors(fs.cat_file(weights_path))
     except Exception as err:  # safetensors raises its own error types for corrupt files
-        if isinstance(err, PartModelError):
-            raise
-        raise PartModelError(f"{weights_path}: unreadable weights ({err})") from None
-    for key in ("conditioning", "tokens"):
-        if key not in tensors:
-            raise PartModelError(f"{weights_path}: tensor {key!r} missing")
-    model = PartModel(
-        part_names=list(manifest["parts"]),
-        base_model=manifest["base_model"]["source"],
-        base_hash=manifest["base_model"]["content_hash"],
-        resolution=int(manifest["resolution"]),
-        conditioning=tensors["conditioning"],
-        tokens=tensors["tokens"],
-        unet_weights={k[len(_UNET_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_UNET_PREFIX)},
-        info=manifest.get("info", {}),
-    )
+        raise PartModelError(f"{weights_path}: unreadable weights ({' '.join(str(err).split())})") from None
+    model = PartModel(**fields, **_weights_fitting(tensors, fields["part_names"], manifest, weights_path))
     model.check_fits(expect_base_hash, expect_parts, where=manifest_path)
     return model
+
+
+def _manifest_fields(manifest: Any, where: str) -> dict[str, Any]:
+    """The manifest's part names, base model, resolution and info, each checked for type and form."""
+    if not isinstance(manifest, dict):
+        raise PartModelError(f"{where}: expected a JSON object, got {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise PartModelError(f"{where}: unsupported format {manifest.get('format')!r}, expected {FORMAT}")
+    parts = manifest.get("parts")
+    if not (isinstance(parts, list) and len(parts) >= 2 and all(isinstance(p, str) and p for p in parts)):
+        raise PartModelError(f"{where}: 'parts' must list at least two part names, got {parts!r}")
+    if parts[0] != "background" or len(set(parts)) != len(parts):
+        raise PartModelError(f"{where}: 'parts' must be unique names with 'background' first, got {parts}")
+    base = manifest.get("base_model")
+    if not (isinstance(base, dict) and all(isinstance(base.get(k), str) for k in ("source", "content_hash"))):
+        raise PartModelError(f"{where}: 'base_model' must hold the strings 'source' and 'content_hash'")
+    resolution = manifest.get("resolution")
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+        raise PartModelError(f"{where}: 'resolution' must be a positive integer (pixels), got {resolution!r}")
+    info = manifest.get("info", {})
+    if not isinstance(info, dict):
+        raise PartModelError(f"{where}: 'info' must be a JSON object")
+    return {"part_names": parts, "base_model": base["source"], "base_hash": base["content_hash"],
+            "resolution": resolution, "info": info}
+
+
+def _weights_fitting(
+    tensors: dict[str, Tensor], parts: list[str], manifest: dict[str, Any], where: str
+) -> dict[str, Any]:
+    """The tensors of the weights file, checked against the manifest: ``P - 1`` tokens of the conditioning's width."""
+    for key in ("conditioning", "tokens"):
+        if key not in tensors:
+            raise PartModelError(f"{where}: tensor {key!r} missing")
+    conditioning, tokens = tensors["conditioning"], tensors["tokens"]
+    if conditioning.ndim != 2 or tokens.ndim != 2 or tokens.shape[1] != conditioning.shape[1]:
+        raise PartModelError(
+            f"{where}: conditioning {tuple(conditioning.shape)} and tokens {tuple(tokens.shape)} "
+            "must be (L, D) and (T, D)"
+        )
+    if tokens.shape[0] != len(parts) - 1:
+        raise PartModelError(
+            f"{where}: {tokens.shape[0]} trained part tokens, but the manifest lists {len(parts)} parts {parts} "
+            f"(one token per part besides background)"
+        )
+    unet = {k[len(_UNET_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_UNET_PREFIX)}
+    listed = manifest.get("trained_unet_parameters", sorted(unet))
+    if listed != sorted(unet):
+        raise PartModelError(f"{where}: UNet parameters {sorted(unet)} differ from the manifest's list {listed}")
+    return {"conditioning": conditioning, "tokens": tokens, "unet_weights": unet}

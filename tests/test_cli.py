@@ -1,6 +1,7 @@
 """The `smite` command line, run as a real subprocess: help, commands, and one-line input errors."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -162,3 +163,46 @@ def test_deploy_errors_are_one_line(tmp_path: Path, cron: str, message: str) -> 
     assert result.exit_code == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_damaged_or_hostile_inputs_are_one_line_with_exit_2(tmp_path: Path) -> None:
+    """Each case once gave a traceback (or failed only after the work); each must be one line and exit 2."""
+    import torch
+    from PIL import Image
+
+    from smite_ops.part_model import PartModel, save_part_model
+
+    video, refs = _video_and_references(tmp_path)
+    (tmp_path / "latin1.yaml").write_bytes("model:\n  base: caf\u00e9\n".encode("latin-1"))
+    (tmp_path / "folder.yaml").mkdir()
+    damaged = tmp_path / "damaged-out"
+    damaged.mkdir()
+    (damaged / "failures.parquet").write_bytes(b"PAR1 not really")
+    bomb = tmp_path / "bomb-refs"
+    shutil.copytree(refs, bomb)
+    Image.new("1", (14000, 14000)).save(next((bomb / "images").iterdir()))  # 196 Mpixels in 24 kB
+    save_part_model(PartModel(["background", "object"], "tiny", "sha256:0", 64, torch.zeros(4, 8), torch.zeros(1, 8)),
+                    str(tmp_path / "model"))
+    manifest = json.loads((tmp_path / "model" / "manifest.json").read_text())
+    (tmp_path / "model" / "manifest.json").write_text(json.dumps(manifest | {"resolution": "64px"}))
+    segment = ["segment", str(video.parent), "--baseline", str(refs), "-c", "tiny"]
+    cases = [
+        (["config", "--set", "train.epochs=[1,"], "--set train.epochs=[1,: the value is not a plain YAML value"),
+        (["config", "--set", "train.epochs=!!python/object/apply:os.getcwd []"], "not a plain YAML value"),
+        (["config", "-c", str(tmp_path / "latin1.yaml")], "latin1.yaml: not UTF-8 text"),
+        (["config", "-c", str(tmp_path / "folder.yaml")], "folder.yaml: is a folder, not a config file"),
+        (["train", str(refs), "--out", str(tmp_path / "m"), "-c", "tiny", "--set", "train.epochs=1.0e+23"],
+         "train.epochs: Input should be a valid integer"),
+        (["train", str(bomb), "--out", str(tmp_path / "m"), "-c", "tiny"], "a possible decompression bomb"),
+        ([*segment, "--out", str(damaged)], "damaged-out/failures.parquet: damaged failures file"),
+        ([*segment, "--out", "foo://x"], "foo://x: cannot open this URL (Protocol not known: foo)"),
+        ([*segment, "--out", "az://container/x"], "az://container/x: cannot open this URL (Install adlfs"),
+        (["segment-video", str(video), "--model", str(tmp_path / "model"), "--out", str(tmp_path / "o")],
+         "'resolution' must be a positive integer (pixels), got '64px'"),
+        (["report", "foo://x"], "foo://x: cannot open this URL"),
+    ]
+    for args, message in cases:
+        result = in_process(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], (args, result.stderr)
+    assert not (tmp_path / "m").exists() and not (tmp_path / "o").exists()

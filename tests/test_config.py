@@ -93,3 +93,39 @@ def test_missing_file_and_unknown_preset() -> None:
         load_config("nope.yaml")
     with pytest.raises(ConfigError, match="no such config file or preset"):
         load_config("unicorn")
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.epochs=true", "train.epochs: Input should be a valid integer"),
+        ("train.epochs=2.0", "train.epochs: Input should be a valid integer"),
+        ("train.epochs=1.0e+23", "train.epochs: Input should be a valid integer"),
+        ("train.epochs=100000000000000000000000", "train.epochs: Input should be less than or equal to 1000000"),
+        ("output.overlays=1", "output.overlays: Input should be a valid boolean"),
+        ("model.base=123", "model.base: Input should be a valid string"),
+        ("output.overlay_fps=.inf", "output.overlay_fps: Input should be a finite number"),
+        ("guidance.step_scale=.nan", "guidance.step_scale: Input should be a finite number"),
+        ("train.epochs=[1,", "train.epochs=[1,: the value is not a plain YAML value"),
+        ("train.epochs=!!python/object/apply:os.getcwd []", "the value is not a plain YAML value"),
+    ],
+)
+def test_overrides_are_typed_strictly_and_bad_yaml_is_one_line(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config("tiny", [override])
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_strict_types_still_take_yaml_lists_for_tuples_and_ints_for_floats() -> None:
+    cfg = load_config(None, ["segment.t_range=[90, 99]", "train.token_lr=1", "output.overlay_fps=12"])
+    assert cfg.segment.t_range == (90, 99) and cfg.train.token_lr == 1.0 and cfg.output.overlay_fps == 12.0
+
+
+def test_unreadable_config_files_are_one_line(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("model:\n  base: caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not UTF-8 text"):
+        load_config(latin1)
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.yaml: is a folder, not a config file"):
+        load_config(tmp_path / "folder.yaml")

@@ -34,7 +34,49 @@ def test_round_trip(tmp_path: Path) -> None:
     assert loaded.part_names == PARTS and loaded.resolution == 256 and loaded.info == original.info
     assert torch.equal(loaded.conditioning, original.conditioning)
     assert torch.equal(loaded.unet_weights["layer.weight"], original.unet_weights["layer.weight"])
-    assert loaded.model_id == original.model_id and loaded.model_id.startswith("ffffffff-")
+    assert loaded.model_id == original.model_id and loaded.model_id.startswith("ffffffffffff-")
+
+
+def test_model_id_carries_twelve_hex_digits_of_the_backbone_hash() -> None:
+    model = _model()
+    model.base_hash = "sha256:0123456789abcdef" + "0" * 48
+    base, weights = model.model_id.split("-")
+    assert base == "0123456789ab" and len(weights) == 12 and int(weights, 16) >= 0
+
+
+def _edit_manifest(folder: Path, **changes: object) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del manifest[key]
+        else:
+            manifest[key] = value
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"parts": ["background", "body", "wheel", "mirror"]}, "2 trained part tokens, but the manifest lists 4 parts"),
+        ({"parts": ["background", "body"]}, "2 trained part tokens, but the manifest lists 2 parts"),
+        ({"parts": None}, "'parts' must list at least two part names, got None"),
+        ({"parts": ["body", "background", "wheel"]}, "'background' first"),
+        ({"parts": ["background", "body", "body"]}, "must be unique names"),
+        ({"resolution": 256.5}, "'resolution' must be a positive integer (pixels), got 256.5"),
+        ({"resolution": "256"}, "'resolution' must be a positive integer (pixels), got '256'"),
+        ({"base_model": "tiny"}, "'base_model' must hold the strings 'source' and 'content_hash'"),
+        ({"trained_unet_parameters": ["other.weight"]}, "differ from the manifest's list ['other.weight']"),
+        ({"info": [1]}, "'info' must be a JSON object"),
+    ],
+)
+def test_manifests_are_validated_against_the_weights(tmp_path: Path, changes: dict, problem: str) -> None:
+    save_part_model(_model(), str(tmp_path / "m"))
+    _edit_manifest(tmp_path / "m", **changes)
+    with pytest.raises(PartModelError) as info:
+        load_part_model(str(tmp_path / "m"))
+    assert problem in str(info.value) and "\n" not in str(info.value)
+    assert str(info.value).startswith(str(tmp_path / "m"))
 
 
 def test_apply_to_unet_copies_weights_and_rejects_misfits() -> None:

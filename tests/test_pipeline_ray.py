@@ -6,6 +6,7 @@ holding the frame, so the expected label maps are simply its per-frame argmax.
 """
 
 import os
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ from pycocotools import mask as coco_mask
 
 from pipeline.batch import BatchError, BatchResult, segment_videos
 from pipeline.config import ConfigError, load_config
+from pipeline.inputs import relative_path_of
 from pipeline.manifest import read_failures, read_manifest
 from pipeline.references import load_reference_set
+from pipeline.report import output_report
 from pipeline.segmenters import LoadedSegmenter, NearestColourFactory
 from pipeline.synth import generate_benchmark
 from pipeline.video import probe_video, read_frames
@@ -48,8 +51,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bad_videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("bad")
+def bad_videos(dataset: Path) -> Path:
+    folder = dataset / "videos" / "bad"  # below the videos folder: the input root, and so the ids' root
+    folder.mkdir()
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
     (folder / "gone.mp4").symlink_to(folder / "missing-target.mp4")  # unreadable: a dangling link
@@ -121,15 +125,18 @@ def test_batch_writes_masks_overlays_tracks_and_manifests(dataset: Path, first_r
 
 def test_bad_videos_land_in_failures_and_the_rest_completes(first_run) -> None:
     out, result = first_run
-    failures = {f.video_id: f for f in read_failures(str(out))}
-    assert set(failures) == {"corrupt", "empty", "gone", "zero"}
-    assert {v.video_id for v in result.with_status("failed")} == set(failures)
+    failures = {relative_path_of(f.video_id): f for f in read_failures(str(out))}
+    assert set(failures) == {"bad/corrupt.mp4", "bad/empty.mp4", "bad/gone.mp4", "bad/zero.mkv"}
+    assert {relative_path_of(v.video_id) for v in result.with_status("failed")} == set(failures)
+    failures = {name.split("/")[1].split(".")[0]: failure for name, failure in failures.items()}
     assert failures["empty"].message.endswith("empty.mp4: empty file (0 bytes)")
     assert failures["corrupt"].message.endswith("corrupt.mp4: not a video file or damaged (invalid data)")
     assert failures["gone"].message.endswith("gone.mp4: no such file")
     assert "zero.mkv: " in failures["zero"].message
     assert {f.error_type for f in failures.values()} == {"VideoError"}
-    assert not (out / "masks" / "video_id=empty").exists() and not (out / "_manifest" / "empty.json").exists()
+    assert failures["empty"].video_id == "bad~2Fempty"
+    assert not (out / "masks" / "video_id=bad~2Fempty").exists()
+    assert not (out / "_manifest" / "bad~2Fempty.json").exists()
 
 
 def test_rerun_skips_committed_videos_and_redoes_partial_ones_identically(dataset: Path, first_run) -> None:
@@ -141,7 +148,8 @@ def test_rerun_skips_committed_videos_and_redoes_partial_ones_identically(datase
     assert [(v.video_id, v.status) for v in result.videos] == [("car_00", "skipped"), ("car_01", "done")]
     assert _mask_bytes(out, "car_01") == before
     assert not (out / "masks" / ".pending-car_01-0123abcd").exists()
-    assert set(f.video_id for f in read_failures(str(out))) == {"corrupt", "empty", "gone", "zero"}
+    bad = {"bad~2Fcorrupt", "bad~2Fempty", "bad~2Fgone", "bad~2Fzero.mkv~"}
+    assert {f.video_id for f in read_failures(str(out))} == bad
 
 
 def test_two_actors_give_byte_identical_parquet(dataset: Path, first_run, tmp_path: Path) -> None:
@@ -258,3 +266,23 @@ def test_guidance_runs_phase_b_per_shard_with_shared_tracks_and_the_stitched_ref
     [failure] = _run([dataset / "videos" / "car_00.mp4"], tmp_path / "baseline", NearestColourFactory(
         str(dataset / "references")), "guidance.reg_weight=1.0", "output.overlays=false").videos
     assert failure.status == "failed" and "needs a segmenter with guidance on" in (failure.error or "")
+
+
+ODD_NAMES = ["clip[1].mp4", "a::b.mp4", "x%2Fy.mp4", "new\nline.mp4", "cam1/clip.mp4", "cam2/clip.mp4"]
+
+
+def test_odd_names_each_become_one_committed_video_listed_by_the_report(dataset: Path, tmp_path: Path) -> None:
+    """Pattern characters, '::', percent escapes, newlines and same names in two folders: one video each."""
+    for name in ODD_NAMES:
+        (tmp_path / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(dataset / "videos" / "car_00.mp4", tmp_path / "in" / name)
+    out = tmp_path / "out"
+    result = _run([tmp_path / "in" / "**" / "*.mp4"], out, NearestColourFactory(str(dataset / "references")))
+    assert sorted(relative_path_of(v.video_id) for v in result.with_status("done")) == sorted(ODD_NAMES)
+    ids = sorted(v.video_id for v in result.videos)
+    hive = ds.dataset(out / "masks", partitioning="hive").to_table(columns=["video_id"]).column("video_id")
+    assert sorted(set(hive.to_pylist())) == ids  # partition values read back as the ids, undecoded
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(f"{i}.mp4" for i in ids)
+    assert sorted(section.video_id for section in output_report(str(out)).videos) == ids
+    expected = _expected_labels(dataset, "car_00")
+    np.testing.assert_array_equal(_decoded_labels(out, "a~3A~3Ab"), expected)

@@ -1,5 +1,7 @@
 """Reference-set loading: round trips and one clear error per kind of bad input."""
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +119,39 @@ def test_missing_parts_file_and_folder(refs: Path, tmp_path: Path) -> None:
     (refs / "parts.txt").unlink()
     _expect(refs, "parts.txt", "not found")
     _expect(tmp_path / "nowhere", "nowhere", "reference set folder not found")
+
+
+def test_one_bit_png_masks_give_labels_0_and_1(refs: Path) -> None:
+    bits = np.zeros((24, 32), dtype=bool)
+    bits[5:15, 8:20] = True
+    Image.fromarray(bits).convert("1").save(refs / "masks" / "001.png")
+    assert Image.open(refs / "masks" / "001.png").mode == "1"
+    loaded = load_reference_set(str(refs))
+    np.testing.assert_array_equal(loaded.masks[1], bits.astype(np.uint8))
+
+
+def _png_header_claiming(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width x height`` pixels (mode L) with one tiny compressed row of data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("folder", ["images", "masks"])
+def test_decompression_bomb_is_refused_in_one_line(refs: Path, folder: str) -> None:
+    _png_header_claiming(refs / folder / "001.png", 14000, 14000)
+    _expect(refs, f"{folder}/001.png", "image too large (over 89478485 pixels, a possible decompression bomb)")
+
+
+def test_a_part_absent_from_every_mask_is_warned_about(refs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (refs / "parts.txt").write_text("background\nbody\nwheel\nmirror\n")
+    with caplog.at_level("WARNING", logger="pipeline.references"):
+        loaded = load_reference_set(str(refs))
+    assert loaded.num_parts == 4
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{refs}/parts.txt: part 'mirror' (label 3) appears in no mask; the model cannot learn it"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from pipeline.config import ConfigError, load_config
 from pipeline.synth import generate_benchmark
-from pipeline.train import STATE_FILE, epoch_seed, train_part_model
+from pipeline.train import STATE_FILE, TrainingStateError, epoch_seed, train_part_model
 from smite_ops.part_model import load_part_model
 
 torch.set_num_threads(1)
@@ -54,3 +55,40 @@ def test_parts_that_differ_from_the_config_are_refused(references: str, tmp_path
     config = load_config("tiny", [*SETTINGS, "train.epochs=1", "parts=[background, wing]"])
     with pytest.raises(ConfigError, match="parts.txt: parts"):
         train_part_model(references, tmp_path / "bad", config, progress=False)
+
+
+def _variant(references: str, folder: Path, parts: list[str]) -> str:
+    """A copy of the reference set with another parts.txt."""
+    shutil.copytree(references, folder)
+    (folder / "parts.txt").write_text("\n".join(parts) + "\n")
+    return str(folder)
+
+
+def test_training_state_of_another_job_is_refused_in_one_line(references: str, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    config = load_config("tiny", [*SETTINGS, "train.epochs=1"])
+    train_part_model(references, out, config, progress=False)
+    state_before = (out / STATE_FILE).read_bytes()
+    parts = ["background", "body", "wheel", "window"]
+    others = {
+        "parts ['background', 'body', 'wheel', 'window'], this job ['background', 'body', 'tyre', 'window']": (
+            _variant(references, tmp_path / "renamed", ["background", "body", "tyre", "window"]), config),
+        "this job ['background', 'body', 'wheel', 'window', 'mirror']": (
+            _variant(references, tmp_path / "more", [*parts, "mirror"]), config),
+        "resolution 64, this job 96": (references, load_config("tiny", [*SETTINGS, "model.resolution=96"])),
+        f"trainable {config.train.trainable!r}, this job 'text_embeds'": (
+            references, load_config("tiny", [*SETTINGS, "train.trainable=text_embeds"])),
+    }
+    for problem, (refs, other) in others.items():
+        with pytest.raises(TrainingStateError) as info:
+            train_part_model(refs, out, other.model_copy(update={"train": other.train.model_copy(
+                update={"epochs": 2})}), progress=False)
+        message = str(info.value)
+        assert message.startswith(str(out / STATE_FILE)) and "another training job" in message and problem in message
+    assert (out / STATE_FILE).read_bytes() == state_before  # nothing was resumed or overwritten
+    (out / STATE_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingStateError, match="unreadable training state"):
+        train_part_model(references, out, config, progress=False)
+    torch.save({"learner": {}, "next_epoch": 1}, out / STATE_FILE)  # written before states recorded their job
+    with pytest.raises(TrainingStateError, match="training state without a job record"):
+        train_part_model(references, out, config, progress=False)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,12 +107,13 @@ def test_resize_gives_requested_shape_and_similar_content(video: str, decoded: n
     assert next(iter_frames(video, size=(np.int64(50), 70), chunk=4)).shape == (4, 50, 70, 3)
 
 
-def test_memory_and_file_urls_round_trip(tmp_path: Path, source: np.ndarray, decoded: np.ndarray) -> None:
+def test_memory_and_file_urls_round_trip(tmp_path: Path, source: np.ndarray, video: str, decoded: np.ndarray) -> None:
     memory_uri = "memory://smite-test-video/sub/clip.mp4"
     write_video(memory_uri, (frame for frame in source), FPS)  # an iterator of single frames
     assert probe_video(memory_uri).num_frames == T
     np.testing.assert_array_equal(read_frames(memory_uri), decoded)
     np.testing.assert_array_equal(read_frames(memory_uri, 25, 31), decoded[25:31])
+    memory_bytes = fsspec.filesystem("memory").cat_file("/smite-test-video/sub/clip.mp4")
     fsspec.filesystem("memory").rm("/smite-test-video", recursive=True)
 
     file_uri = f"file://{tmp_path}/out/clip.mp4"  # parent directory is created
@@ -117,6 +121,30 @@ def test_memory_and_file_urls_round_trip(tmp_path: Path, source: np.ndarray, dec
     assert probe_video(file_uri).num_frames == T
     np.testing.assert_array_equal(read_frames(file_uri), decoded)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.mp4"]
+    # the same frames, however they are handed over, give the same bytes (the rerun contract)
+    assert memory_bytes == (tmp_path / "out" / "clip.mp4").read_bytes() == Path(video).read_bytes()
+
+
+_ENCODE_ON_ONE_CPU = """
+import os, sys
+import numpy as np
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+from pipeline.video import write_video
+write_video(sys.argv[1], np.load(sys.argv[2]), float(sys.argv[3]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_encoding_does_not_depend_on_the_number_of_cpus(tmp_path: Path) -> None:
+    """x264 sizes its threads by the CPUs it may use; the pinned threading makes the bytes machine-independent."""
+    frames = _pattern(12, 256, 384)  # tall enough for several slices
+    np.save(tmp_path / "frames.npy", frames)
+    write_video(str(tmp_path / "many.mp4"), frames, FPS)
+    subprocess.run(
+        [sys.executable, "-c", _ENCODE_ON_ONE_CPU, str(tmp_path / "one.mp4"), str(tmp_path / "frames.npy"), str(FPS)],
+        check=True, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert (tmp_path / "one.mp4").read_bytes() == (tmp_path / "many.mp4").read_bytes()
 
 
 @pytest.mark.parametrize(("fmt", "suffix"), [("matroska", "mkv"), ("mpegts", "ts")])
