@@ -18,7 +18,7 @@ from pipeline.commit_key import content_hash
 from pipeline.config import JobConfig
 from pipeline.references import load_reference_set
 from smite_ops.baselines import NearestColourSegmenter
-from smite_ops.part_model import load_part_model
+from smite_ops.part_model import MANIFEST_FILE, WEIGHTS_FILE, load_part_model
 from smite_ops.tracking.base import Tracks
 
 SegmentFn = Callable[[Tensor, int], Tensor]
@@ -72,8 +72,13 @@ class PartModelFactory:
         return LoadedSegmenter(segmenter, part_model.part_names, part_model.model_id, refine)
 
     def fingerprint(self) -> dict[str, str]:
-        """Content hashes of the part model's files and of the backbone it was trained on (for commit keys)."""
-        return {"part_model": content_hash(self.model_dir), "backbone": load_part_model(self.model_dir).base_hash}
+        """Content hashes of the part model's files and of the backbone it was trained on (for commit keys).
+
+        Only the model's own files count: ``smite train`` may keep its training state in the same folder.
+        """
+        root = self.model_dir.rstrip("/")
+        files = {name: content_hash(f"{root}/{name}") for name in (MANIFEST_FILE, WEIGHTS_FILE)}
+        return {**files, "backbone": load_part_model(self.model_dir).base_hash}
 
 
 @dataclass(frozen=True)

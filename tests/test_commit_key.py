@@ -50,6 +50,8 @@ def test_the_key_follows_the_model_and_the_baseline(tmp_path: Path) -> None:
         "other references": commit_key(config, NearestColourFactory(_references(tmp_path / "refs2", 100))),
     }
     assert keys["a"] == keys["a copy"]  # content, not location
+    (Path(model_a) / "training_state.pt").write_bytes(b"optimizer state of a resumed training")
+    assert commit_key(config, PartModelFactory(model_a, config)) == keys["a"]
     assert len(set(keys.values())) == len(keys) - 1
     assert all(len(key) == 32 and int(key, 16) >= 0 for key in keys.values())
 

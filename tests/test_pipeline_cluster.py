@@ -2,6 +2,7 @@
 
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -56,13 +57,16 @@ def test_gpu_actors_wait_for_a_gpu_node_that_joins_after_the_job_starts(cluster:
     config = load_config("tiny", ["model.resolution=64", "runtime.gpus_per_actor=1", "runtime.cpus_per_actor=0",
                                   "runtime.placement_timeout_s=120", "output.overlays=false"])
     assert ray.cluster_resources().get("GPU", 0) == 0
-    joiner = threading.Timer(3.0, lambda: cluster.add_node(num_cpus=0, num_gpus=1))
-    joiner.start()
-    try:
-        result = segment_videos([str(data / "videos")], "unused", str(tmp_path / "out"), config, progress=False,
-                                segmenter_factory=NearestColourFactory(str(data / "references")))
-    finally:
-        joiner.join()
+    results = []
+    job = threading.Thread(target=lambda: results.append(segment_videos(
+        [str(data / "videos")], "unused", str(tmp_path / "out"), config, progress=False,
+        segmenter_factory=NearestColourFactory(str(data / "references")))))
+    job.start()
+    time.sleep(3.0)  # the job is waiting for placement
+    assert job.is_alive() and not (tmp_path / "out" / "masks").exists()
+    cluster.add_node(num_cpus=0, num_gpus=1)  # as an autoscaler would (Ray starts nodes from the main thread)
+    job.join()
+    [result] = results
     assert [v.status for v in result.videos] == ["done"]
     gpu_node = next(node["NodeID"] for node in ray.nodes() if node["Alive"] and node["Resources"].get("GPU"))
     assert [w.node_id for w in result.workers] == [gpu_node]
