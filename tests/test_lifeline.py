@@ -41,6 +41,13 @@ def test_the_children_of_a_killed_parent_are_ended() -> None:
     assert _wait_gone(descendants, 15) == []
 
 
+def _is_server(process: psutil.Process) -> bool:
+    try:
+        return "prefect.server" in " ".join(process.cmdline())
+    except psutil.Error:  # exited meanwhile
+        return False
+
+
 @pytest.mark.slow
 def test_the_temporary_prefect_server_dies_with_a_killed_cli(tmp_path: Path) -> None:
     from pipeline.synth import generate_benchmark
@@ -53,15 +60,20 @@ def test_the_temporary_prefect_server_dies_with_a_killed_cli(tmp_path: Path) -> 
          "--baseline", str(data / "references")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env={**env, "PYTHONPATH": str(REPO)},
     )
-    deadline = time.monotonic() + 240
-    server: list[int] = []
-    while not server and time.monotonic() < deadline and cli.poll() is None:
-        time.sleep(0.5)
-        children = psutil.Process(cli.pid).children(recursive=True)
-        server = [c.pid for c in children if "prefect.server" in " ".join(c.cmdline())]
-    assert server, "the CLI never started a temporary Prefect server"
-    time.sleep(1.5)  # let the watchdog note it
-    descendants = [child.pid for child in psutil.Process(cli.pid).children(recursive=True)]
-    cli.send_signal(signal.SIGKILL)
-    cli.wait()
-    assert _wait_gone(descendants, 30) == []
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + 240
+        server: list[int] = []
+        while not server and time.monotonic() < deadline and cli.poll() is None:
+            time.sleep(0.5)
+            server = [child.pid for child in psutil.Process(cli.pid).children(recursive=True) if _is_server(child)]
+        assert server, "the CLI never started a temporary Prefect server"
+        time.sleep(1.5)  # let the watchdog note it
+        descendants = psutil.Process(cli.pid).children(recursive=True)
+        cli.send_signal(signal.SIGKILL)
+        cli.wait()
+        assert _wait_gone([child.pid for child in descendants], 30) == []
+    finally:  # whatever failed, leave nothing running
+        for process in [psutil.Process(cli.pid), *descendants] if cli.poll() is None else descendants:
+            if process.is_running():
+                process.kill()
