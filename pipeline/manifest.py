@@ -37,7 +37,7 @@ class VideoManifest:
         model_id, part_names: the segmenter that labelled it.
         config_digest: :meth:`JobConfig.digest` of the job.
         commit_key: what the outputs depend on (:func:`pipeline.commit_key.commit_key`); a rerun skips the video
-            only under the same key.
+            only under the same key (never under the empty default).
         outputs: output kind (``masks``, ``overlay``, ``tracks``) -> path or URL.
         timings: seconds spent: ``total`` (first shard to commit) and ``model`` (inside segmenter calls, summed).
         mask_rows: rows written to the mask dataset.
@@ -56,7 +56,7 @@ class VideoManifest:
     outputs: dict[str, str]
     timings: dict[str, float]
     mask_rows: int
-    commit_key: str
+    commit_key: str = ""
     versions: dict[str, str] = field(default_factory=lambda: package_versions())
 
 
@@ -129,7 +129,7 @@ def remove_manifest(root: str, video_id: str) -> None:
 def is_committed(root: str, video_id: str, commit_key: str) -> bool:
     """Whether ``video_id`` was committed under ``commit_key`` (same segmenter, tracker and output settings)."""
     manifest = read_manifest(root, video_id)
-    return manifest is not None and manifest.get("commit_key") == commit_key
+    return bool(commit_key) and manifest is not None and manifest.get("commit_key") == commit_key
 
 
 def read_failures(root: str) -> list[Failure]:

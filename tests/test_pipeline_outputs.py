@@ -41,6 +41,8 @@ def test_a_manifest_marks_a_video_committed_for_its_commit_key(tmp_path: Path) -
     data = read_manifest(root, "clip")
     assert data is not None and data["num_frames"] == 3 and data["versions"]["pyarrow"] != "unknown"
     assert is_committed(root, "clip", "d1") and not is_committed(root, "clip", "d2")
+    write_manifest(root, _manifest("keyless", ""))  # written without a key (older versions): never skipped
+    assert not is_committed(root, "keyless", "")
     (tmp_path / "_manifest" / "broken.json").write_text("{not json")
     assert not is_committed(root, "broken", "d1")
 
