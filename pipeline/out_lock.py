@@ -122,8 +122,10 @@ class OutputLock:
             raise OutputError(f"--out {self.out}: not writable ({error.strerror or error})") from None
         time.sleep(SETTLE_S)
         holder = self.read()
-        if holder is None or holder.token != self.lease.token:
-            raise self._refuse(holder or self.lease)
+        if holder is None:
+            raise OutputError(f"--out {self.out}: the lock file {self.path} could not be read back after writing it")
+        if holder.token != self.lease.token:  # another run wrote its lease after ours
+            raise self._refuse(holder)
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.path}", daemon=True)
         self._thread.start()
 
