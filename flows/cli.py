@@ -1,7 +1,9 @@
 """The `smite` command line.
 
-Every command has ``--help``. Bad input ends the command with exit code 2 and one line on stderr naming the
-file and the problem; no traceback is shown for input errors.
+Every command has ``--help``. Exit codes: 0 when everything was done; 2 for bad input (one line on stderr naming
+the file and the problem, no traceback); 3 when ``segment`` or ``evaluate`` finished but some videos failed
+(listed, and recorded in ``OUT/failures.parquet``). Commands that start Prefect or Ray first start a watchdog
+(:mod:`flows.lifeline`) so that those child processes end with the CLI, even after a ``kill -9``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+EXIT_INPUT_ERROR = 2
+EXIT_SOME_VIDEOS_FAILED = 3
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,7 +61,7 @@ def reports_input_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except InputError as err:
             typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(code=2) from None
+            raise typer.Exit(code=EXIT_INPUT_ERROR) from None
 
     return wrapper
 
@@ -112,14 +117,16 @@ def evaluate_masks(
 @reports_input_errors
 def train(
     references: Annotated[str, typer.Argument(help="reference set folder: images/, masks/, parts.txt")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="folder for the learned part model")],
+    out: Annotated[str, typer.Option("--out", "-o", help="local folder for the learned part model")],
     config: ConfigOption = None,
     overrides: SetOption = None,
     validation: Annotated[str | None, typer.Option(help="separate reference set for model selection")] = None,
 ) -> None:
     """Learn a part model from a few annotated reference images (resumes from OUT if interrupted)."""
+    from pipeline.out_root import check_local_folder
     from pipeline.train import train_part_model
 
+    check_local_folder(out)
     job = load_config(config, overrides or [])
     result = train_part_model(references, out, job, validation_dir=validation)
     typer.echo(
@@ -161,13 +168,13 @@ def segment(
     threshold: ThresholdOption = 0.5,
 ) -> None:
     """Segment videos on Ray under the Prefect `segment` flow; videos already committed in OUT are skipped."""
-    from flows.segment import check_segment_job, segment_flow
-    from pipeline.manifest import check_output_root
+    from flows.lifeline import guard_children
+    from flows.segment import check_segment_job, run_of, segment_flow
 
-    check_segment_job(inputs, model, config, overrides or [], baseline)
-    check_output_root(out)
-    run = segment_flow(inputs, out, model=model, config=config, overrides=overrides, baseline=baseline,
-                       threshold=threshold, progress=True)
+    check_segment_job(inputs, model, config, overrides or [], baseline, out)
+    guard_children()
+    run = run_of(segment_flow(inputs, out, model=model, config=config, overrides=overrides, baseline=baseline,
+                              threshold=threshold, progress=True, return_state=True))
     if run.batch is None:
         typer.echo(f"nothing to do: every input video is already committed in {out}")
         return
@@ -179,6 +186,8 @@ def segment(
     for video in run.batch.with_status("failed"):
         typer.echo(f"  failed {video.video_id}: {video.error}")
     typer.echo(f"report: {run.report}")
+    if run.batch.with_status("failed"):
+        raise typer.Exit(code=EXIT_SOME_VIDEOS_FAILED)
 
 
 @app.command("evaluate")
@@ -194,14 +203,17 @@ def evaluate(
 ) -> None:
     """Segment a dataset's videos with a part model and score them: metrics per video and per kind."""
     from flows.evaluate import check_evaluate_job, evaluate_flow
-    from pipeline.manifest import check_output_root
+    from flows.lifeline import guard_children
 
-    check_evaluate_job(dataset, model, config, overrides or [], baseline)
-    check_output_root(out)
+    check_evaluate_job(dataset, model, config, overrides or [], baseline, out)
+    guard_children()
     run = evaluate_flow(dataset, out, model=model, config=config, overrides=overrides, baseline=baseline,
                         size=size, progress=True)
     typer.echo(run.evaluation.to_markdown())
     typer.echo(f"metrics: {run.metrics_json} {run.metrics_markdown}\nreport: {run.report}")
+    if failed := run.segment.batch.with_status("failed") if run.segment.batch else []:
+        typer.echo(f"{len(failed)} video(s) failed (scored as background): {' '.join(v.video_id for v in failed)}")
+        raise typer.Exit(code=EXIT_SOME_VIDEOS_FAILED)
 
 
 @app.command("demo")
@@ -218,12 +230,14 @@ def demo(
 ) -> None:
     """Synthetic data -> train the tiny model -> segment on Ray -> evaluate -> HTML report (CPU, offline)."""
     from flows.demo import demo_flow
+    from flows.lifeline import guard_children
     from pipeline.synth import KINDS
 
     job_kinds = [kind.strip() for kind in kinds.split(",") if kind.strip()]
     if unknown := [kind for kind in job_kinds if kind not in KINDS]:
         raise InputError(f"--kinds {kinds}: unknown kind(s) {unknown}; known: {', '.join(KINDS)}")
     load_config(config, overrides or [])
+    guard_children()
     run = demo_flow(out, job_kinds, config=config, overrides=overrides, size=size, frames=frames, videos=videos,
                     references=references, progress=True)
     typer.echo(run.summary())
@@ -244,13 +258,15 @@ def deploy(
 ) -> None:
     """Schedule the segment flow on a cron (needs PREFECT_API_URL); each run labels only new videos."""
     from flows.deploy import segment_deployment, serve_deployment
+    from flows.lifeline import guard_children
     from flows.segment import check_job_settings, check_segmenter
-    from pipeline.manifest import check_output_root
+    from pipeline.out_root import check_persistent
 
     job = load_config(config, overrides or [])
     check_segmenter(model, baseline)
     check_job_settings(job, baseline)
-    check_output_root(out)
+    check_persistent(out)
+    guard_children()
     deployment = segment_deployment(name, inputs, out, cron, model=model, config=config, overrides=overrides,
                                     baseline=baseline, timezone=timezone)
     serve_deployment(deployment)
@@ -267,10 +283,10 @@ def report(
 ) -> None:
     """Write an HTML report of every video committed under OUT (overlays, confidence, frames to review)."""
     from flows.segment import report_uri
-    from pipeline.manifest import check_output_root
+    from pipeline.out_root import check_readable
     from pipeline.report import output_report, write_report
 
-    check_output_root(out)
+    check_readable(out)
     path = write_report(output_report(out, threshold=threshold), html or report_uri(out, "outputs"))
     typer.echo(f"report: {path}")
 

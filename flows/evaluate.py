@@ -23,6 +23,7 @@ from flows.segment import (
     model_id_of,
     report_uri,
     run_facts,
+    run_of,
     segment_flow,
     summarise_video,
 )
@@ -52,7 +53,7 @@ def dataset_videos(dataset: str) -> str:
 
 
 def check_evaluate_job(
-    dataset: str, model: str | None, config: str | None, overrides: list[str], baseline: str | None
+    dataset: str, model: str | None, config: str | None, overrides: list[str], baseline: str | None, out: str
 ) -> JobConfig:
     """Validate an evaluation job before anything starts (ground truth, videos, model, configuration).
 
@@ -60,7 +61,7 @@ def check_evaluate_job(
         InputError (or a subclass): one line naming the file or key and the problem.
     """
     find_videos(dataset)
-    return check_segment_job([dataset_videos(dataset)], model, config, overrides, baseline)
+    return check_segment_job([dataset_videos(dataset)], model, config, overrides, baseline, out)
 
 
 @task(name="write-predictions", retries=1, retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
@@ -112,10 +113,10 @@ def evaluate_flow(
     """
     started = time.perf_counter()
     root = out.rstrip("/")
-    segmented = segment_flow(
+    segmented = run_of(segment_flow(  # a failed video scores as all background: the evaluation goes on
         [dataset_videos(dataset)], out, model=model, config=config, overrides=overrides, baseline=baseline,
-        threshold=threshold, report=False, progress=progress,
-    )
+        threshold=threshold, report=False, progress=progress, return_state=True,
+    ))
     video_ids = [video.video_id for video in find_videos(dataset)]
     committed = set(committed_video_ids(out))  # a failed video has no masks: it scores as all background
     predictions = f"{root}/predictions"

@@ -2,19 +2,23 @@
 
 Steps, each visible in the Prefect UI:
 
-1. ``find-new-videos``: expand the inputs and keep the videos without a committed output for this
-   configuration (so a scheduled run over a bucket prefix labels only what is new, and an idle run starts
-   nothing). Retried: listing a bucket can fail transiently.
+1. ``find-new-videos``: expand the inputs and keep the videos without an output committed under this job's
+   commit key (:mod:`pipeline.commit_key`: model, tracker checkpoint, output settings; so a scheduled run over
+   a bucket prefix labels only what is new, and an idle run starts nothing). Retried: listing a bucket can
+   fail transiently.
 2. ``segment-batch``: :func:`pipeline.batch.segment_videos` on Ray for the new videos (one actor pool shared by
    the whole batch; a bad video is recorded in ``failures.parquet`` and never stops the others). Retried once:
    committed videos are skipped on the retry, so only unfinished work is redone.
 3. ``summarise-video``, mapped per video: mean mask confidence per frame, frames to review, thumbnails.
-4. The HTML report ``<out>/reports/segment-<UTC time>.html`` and a table artifact.
+4. The HTML report ``<out>/reports/segment-<UTC time>-<random>.html`` and a table artifact.
+
+A run in which some videos failed ends in a Failed state (see :func:`segment_flow`).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -22,15 +26,18 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Failed, State
 
 from flows.retry import retry_unless_bad_input
-from pipeline.batch import BatchResult, VideoResult, segment_videos
+from pipeline.batch import BatchResult, VideoResult, describe_video, segment_videos
+from pipeline.commit_key import commit_key
 from pipeline.config import ConfigError, JobConfig, load_config
 from pipeline.inputs import VideoInput, expand_inputs
 from pipeline.manifest import is_committed, read_manifest
+from pipeline.out_root import check_output
 from pipeline.references import load_reference_set
 from pipeline.report import RunReport, VideoSection, video_section, write_report
-from pipeline.segmenters import NearestColourFactory
+from pipeline.segmenters import NearestColourFactory, PartModelFactory, SegmenterFactory
 from pipeline.shared_tracks import check_tracker
 from smite_ops.errors import InputError
 from smite_ops.part_model import load_part_model
@@ -62,18 +69,20 @@ class SegmentRun:
 
 
 def check_segment_job(
-    inputs: list[str], model: str | None, config: str | None, overrides: list[str], baseline: str | None
+    inputs: list[str], model: str | None, config: str | None, overrides: list[str], baseline: str | None, out: str
 ) -> JobConfig:
     """Validate a segment job before anything starts; returns its configuration.
 
     Raises:
-        InputError (or a subclass): a bad configuration key or value, an input that matches no video, or a
-        missing or unreadable part model (or baseline reference set). The message is one line.
+        InputError (or a subclass): a bad configuration key or value, an input that matches no video, a
+        missing or unreadable part model (or baseline reference set), or an output root that would not keep
+        the outputs (``memory://``) or is not writable. The message is one line.
     """
     job = load_config(config, overrides)
     expand_inputs(inputs)
     check_segmenter(model, baseline)
     check_job_settings(job, baseline)
+    check_output(out)
     return job
 
 
@@ -107,17 +116,46 @@ def check_segmenter(model: str | None, baseline: str | None) -> None:
 
 
 def report_uri(out: str, name: str) -> str:
-    """Where a run's report goes: ``<out>/reports/<name>-<UTC time>.html``."""
+    """Where a run's report goes: ``<out>/reports/<name>-<UTC time>-<random>.html`` (unique per run)."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{out.rstrip('/')}/reports/{name}-{stamp}.html"
+    return f"{out.rstrip('/')}/reports/{name}-{stamp}-{uuid.uuid4().hex[:6]}.html"
+
+
+class VideosFailed(Exception):
+    """The outcome of a segment flow run in which some videos failed: the run's final state is Failed and this
+    is its result (raised by a direct call of the flow; ``.run`` holds the :class:`SegmentRun`)."""
+
+    def __init__(self, run: SegmentRun) -> None:
+        failed = len(run.batch.with_status("failed")) if run.batch else 0
+        super().__init__(f"{failed} of {len(run.new_videos)} video(s) failed; see {run.out}/failures.parquet")
+        self.run = run
+
+    def __reduce__(self) -> tuple[type, tuple[SegmentRun]]:
+        return VideosFailed, (self.run,)
+
+
+def segmenter_factory(model: str | None, baseline: str | None, job: JobConfig) -> SegmenterFactory:
+    """The part model's factory, or the nearest-colour baseline's when ``baseline`` is given."""
+    return NearestColourFactory(baseline) if baseline is not None else PartModelFactory(model or "", job)
+
+
+def run_of(state: State) -> SegmentRun:
+    """The :class:`SegmentRun` of a finished segment flow run's state (Completed, or Failed with some videos
+    failed); any other failure is raised."""
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, VideosFailed):
+        return result.run
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 @task(name="find-new-videos", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
       cache_policy=NO_CACHE)
-def find_new_videos(inputs: list[str], out: str, config_digest: str) -> list[VideoInput]:
-    """The input videos without a committed output for this configuration, in input order."""
+def find_new_videos(inputs: list[str], out: str, key: str) -> list[VideoInput]:
+    """The input videos without an output committed under this commit key, in input order."""
     videos = expand_inputs(inputs)
-    new = [video for video in videos if not is_committed(out, video.video_id, config_digest)]
+    new = [video for video in videos if not is_committed(out, video.video_id, key)]
     get_run_logger().info("%d input video(s), %d without committed output", len(videos), len(new))
     return new
 
@@ -127,16 +165,16 @@ def find_new_videos(inputs: list[str], out: str, config_digest: str) -> list[Vid
 def segment_batch(
     uris: list[str], model: str | None, out: str, job: JobConfig, baseline: str | None, progress: bool
 ) -> BatchResult:
-    """Segment ``uris`` on Ray (:func:`pipeline.batch.segment_videos`) with the part model or the baseline."""
-    factory = NearestColourFactory(baseline) if baseline is not None else None
-    result = segment_videos(uris, model or "", out, job, progress=progress, segmenter_factory=factory)
+    """Segment ``uris`` on Ray (:func:`pipeline.batch.segment_videos`) with the part model or the baseline;
+    one log line per video as soon as it is done or failed."""
     logger = get_run_logger()
-    for video in result.videos:
-        if video.status == "failed":
-            logger.warning("%s failed: %s: %s", video.video_id, video.error_type, video.error)
-        else:
-            logger.info("%s %s: %d frames in %.1f s", video.video_id, video.status, video.num_frames, video.seconds)
-    return result
+
+    def log_video(video: VideoResult) -> None:
+        (logger.warning if video.status == "failed" else logger.info)("%s", describe_video(video))
+
+    factory = segmenter_factory(model, baseline, job)
+    return segment_videos(uris, model or "", out, job, progress=progress, segmenter_factory=factory,
+                          on_video=log_video)
 
 
 @task(name="summarise-video", cache_policy=NO_CACHE)
@@ -202,8 +240,11 @@ def segment_flow(
     threshold: float = 0.5,
     report: bool = True,
     progress: bool = False,
-) -> SegmentRun:
+) -> SegmentRun | State:
     """Segment the videos of ``inputs`` that have no committed output in ``out`` yet.
+
+    Returns the :class:`SegmentRun`; when some videos failed, a Failed state instead (the flow run shows as
+    failed) whose result is :class:`VideosFailed` holding the run (see :func:`run_of`).
 
     Args:
         inputs: video files, folders, globs or fsspec URLs (e.g. ``s3://bucket/incoming/*.mp4``).
@@ -218,7 +259,8 @@ def segment_flow(
     """
     started = time.perf_counter()
     job = load_config(config, list(overrides or []))
-    new = find_new_videos(inputs, out, job.digest())
+    check_output(out)
+    new = find_new_videos(inputs, out, commit_key(job, segmenter_factory(model, baseline, job)))
     batch = segment_batch([v.uri for v in new], model, out, job, baseline, progress) if new else None
     results = [video for video in batch.videos if video.status != "skipped"] if batch else []
     sections = summarise_video.map(results, unmapped(out), unmapped(threshold)).result() if results else []
@@ -235,4 +277,7 @@ def segment_flow(
         run = replace(run, report=path)
         get_run_logger().info("report: %s", path)
     publish(run)
+    if run.batch is not None and run.batch.with_status("failed"):
+        failed = VideosFailed(run)
+        return Failed(message=str(failed), data=failed)
     return run

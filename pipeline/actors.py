@@ -1,7 +1,8 @@
 """What runs on Ray workers: shard actors that hold a loaded segmenter and also track whole videos.
 
 :class:`ShardWorker` is a plain class (usable without Ray); :func:`start_worker` makes a Ray actor of it with
-the resources of ``runtime`` (``num_gpus`` for GPU actors, ``num_cpus`` for CPU ones). An actor builds its
+the resources of ``runtime`` (``num_gpus`` for GPU actors, ``num_cpus`` for CPU ones), in a placement group
+reserved by :func:`reserve_actor_slots`. An actor builds its
 segmenter once, from a picklable factory, then processes shards: it decodes only the shard's frames and
 returns every window's class scores at the segmenter's output size in half precision.
 
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ray
 import torch
 from ray.actor import ActorHandle
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from pipeline.config import JobConfig, RuntimeConfig
 from pipeline.plan import Shard
@@ -25,11 +29,18 @@ from pipeline.segmenters import SegmenterFactory
 from pipeline.shared_tracks import compute_video_tracks, make_tracker
 from pipeline.video import VideoInfo, read_frames
 from pipeline.windows import Window
+from smite_ops.errors import InputError
 from smite_ops.tracking.base import PointTracker
 from smite_ops.tracking.long_video import VideoTracks, slice_tracks
 
 MAX_RESTARTS = 3
 """How many times Ray restarts a dead shard actor (and retries its shards) before giving up on it."""
+QUICK_PLACEMENT_S = 2.0
+"""How long placement may take before :func:`reserve_actor_slots` says that it is waiting, s."""
+
+
+class PlacementError(InputError):
+    """The cluster cannot place a shard actor with the resources the job asks for."""
 
 
 @dataclass(frozen=True)
@@ -152,34 +163,59 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def check_resources(runtime: RuntimeConfig) -> None:
-    """Refuse a job whose actors ask for more GPUs or CPUs than any node of the Ray cluster has.
+def actor_bundle(runtime: RuntimeConfig) -> dict[str, float]:
+    """The resources one shard actor asks for (zero amounts left out)."""
+    bundle = {"CPU": runtime.cpus_per_actor, "GPU": runtime.gpus_per_actor}
+    return {name: amount for name, amount in bundle.items() if amount > 0}
+
+
+def reserve_actor_slots(
+    runtime: RuntimeConfig, timeout_s: float, notify: Callable[[str], None]
+) -> list[PlacementGroup | None]:
+    """Reserve one placement group per shard actor, as Ray schedules them, and keep those placed in time.
+
+    Ray places a group as soon as a node with its resources exists, including one an autoscaler starts for
+    it; this waits for that up to ``timeout_s``, saying so in one line, then goes on with the groups placed and
+    says how many; an actor that asks for no resources needs no group (None).
 
     Raises:
-        ValueError: one line naming the ``runtime`` key to change.
+        PlacementError: not one actor could be placed; one line naming the ``runtime`` keys to change.
     """
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    largest_gpus = max((node.get("GPU", 0.0) for node in nodes), default=0.0)
-    largest_cpus = max((node.get("CPU", 0.0) for node in nodes), default=0.0)
-    if runtime.gpus_per_actor > largest_gpus:
-        raise ValueError(
-            f"runtime.gpus_per_actor={runtime.gpus_per_actor} but no Ray node has that many GPUs "
-            f"(largest: {largest_gpus}); set runtime.gpus_per_actor=0 to run on CPUs"
+    bundle = actor_bundle(runtime)
+    if not bundle:
+        return [None] * runtime.num_actors
+    groups = [placement_group([bundle]) for _ in range(runtime.num_actors)]
+    ready_refs = {group.ready(): group for group in groups}
+    ready, pending = ray.wait(list(ready_refs), num_returns=len(groups), timeout=min(QUICK_PLACEMENT_S, timeout_s))
+    if pending:
+        notify(f"waiting up to {timeout_s:.0f} s for Ray to place {len(pending)} of {len(groups)} shard actor(s) "
+               f"of {bundle} (runtime.num_actors, runtime.cpus_per_actor, runtime.gpus_per_actor)")
+        more, pending = ray.wait(pending, num_returns=len(pending), timeout=max(0.0, timeout_s - QUICK_PLACEMENT_S))
+        ready += more
+    for ref in pending:
+        remove_placement_group(ready_refs[ref])
+    placed = [ready_refs[ref] for ref in ready]
+    if not placed:
+        raise PlacementError(
+            f"runtime: Ray could not place a shard actor of {bundle} within {timeout_s:.0f} s (cluster: "
+            f"{ray.cluster_resources()}); lower runtime.gpus_per_actor / runtime.cpus_per_actor, add nodes, or "
+            "raise runtime.placement_timeout_s"
         )
-    if runtime.cpus_per_actor > largest_cpus:
-        raise ValueError(
-            f"runtime.cpus_per_actor={runtime.cpus_per_actor} but no Ray node has that many CPUs "
-            f"(largest: {largest_cpus})"
-        )
+    if pending:
+        notify(f"runtime.num_actors={runtime.num_actors}: only {len(placed)} shard actor(s) of {bundle} could be "
+               f"placed within {timeout_s:.0f} s; running with {len(placed)}")
+    return placed
 
 
-def start_worker(factory: SegmenterFactory, config: JobConfig) -> ActorHandle:
-    """Start one shard actor with the configured CPU / GPU request; Ray restarts it up to ``MAX_RESTARTS`` times."""
+def start_worker(factory: SegmenterFactory, config: JobConfig, group: PlacementGroup | None) -> ActorHandle:
+    """Start one shard actor in its placement ``group``; Ray restarts it up to ``MAX_RESTARTS`` times."""
     runtime = config.runtime
+    strategy = PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=0) if group else None
     actor_class = ray.remote(ShardWorker).options(
         num_cpus=runtime.cpus_per_actor,
         num_gpus=runtime.gpus_per_actor,
         max_restarts=MAX_RESTARTS,
         max_task_retries=MAX_RESTARTS,
+        scheduling_strategy=strategy,
     )
     return actor_class.remote(factory, config.segment.seed, config.model.resolution)

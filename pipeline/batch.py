@@ -16,15 +16,17 @@ restarted by Ray and its shards retried (:mod:`pipeline.actors`), so a single cr
 
 Output layout under ``out_uri``: ``masks/`` (Parquet, hive-partitioned by ``video_id``),
 ``overlays/<video_id>.mp4``, ``tracks/`` (when ``output.tracks``), ``_manifest/<video_id>.json``,
-``failures.parquet``.
+``failures.parquet``; while a run is on, ``_lock.json`` (its lease) and ``_staging/<run id>/`` (its in-progress
+files; see :mod:`pipeline.out_root`). A video's outputs appear only when it commits.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -32,12 +34,16 @@ from typing import Literal
 import ray
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.placement_group import remove_placement_group
 from tqdm import tqdm
 
-from pipeline.actors import ShardResult, WorkerStats, check_resources, start_worker
+from pipeline.actors import ShardResult, WorkerStats, reserve_actor_slots, start_worker
+from pipeline.commit_key import commit_key
 from pipeline.config import JobConfig, RuntimeConfig
 from pipeline.inputs import VideoInput, expand_inputs
 from pipeline.manifest import Failure, is_committed, manifest_path, update_failures
+from pipeline.out_lock import OutputLock
+from pipeline.out_root import check_writable, remove_leftovers
 from pipeline.plan import Shard, plan_video
 from pipeline.segmenters import PartModelFactory, SegmenterFactory
 from pipeline.shared_tracks import check_tracker, needs_tracks
@@ -46,6 +52,8 @@ from pipeline.video_job import VideoJob
 from smite_ops.errors import InputError
 
 Status = Literal["done", "skipped", "failed"]
+LOCAL_PLACEMENT_S = 5.0
+"""Placement wait on a local Ray cluster started by :func:`ray_session`, s."""
 
 
 class BatchError(InputError):
@@ -110,17 +118,20 @@ class BatchResult:
 
 
 @contextmanager
-def ray_session(runtime: RuntimeConfig) -> Iterator[None]:
+def ray_session(runtime: RuntimeConfig) -> Iterator[float]:
     """Use the running Ray session, else join ``runtime.ray_address`` / ``RAY_ADDRESS``, else start a local one.
 
-    A session started here is shut down on exit.
+    Yields how long to wait for the actors' placement, s: ``runtime.placement_timeout_s``, or at most
+    :data:`LOCAL_PLACEMENT_S` for a local cluster started here (it cannot grow). A session started here is shut
+    down on exit.
     """
     if ray.is_initialized():
-        yield
+        yield runtime.placement_timeout_s
         return
-    ray.init(address=runtime.ray_address or os.environ.get("RAY_ADDRESS"), include_dashboard=False)
+    address = runtime.ray_address or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False)
     try:
-        yield
+        yield runtime.placement_timeout_s if address else min(runtime.placement_timeout_s, LOCAL_PLACEMENT_S)
     finally:
         ray.shutdown()
 
@@ -141,24 +152,28 @@ class _Driver:
     """The scheduling loop of one batch (see the module docstring)."""
 
     def __init__(
-        self, videos: list[VideoInput], out_uri: str, config: JobConfig, factory: SegmenterFactory, progress: bool
+        self, videos: list[VideoInput], out_uri: str, config: JobConfig, factory: SegmenterFactory, progress: bool,
+        commit_key: str, on_video: Callable[[VideoResult], None], placement_timeout_s: float,
     ) -> None:
         self.out_uri = out_uri
         self.config = config
         self.factory = factory
         self.progress = progress
+        self.commit_key = commit_key
+        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        self.on_video = on_video
         self.pending = deque(videos)
         self.results: dict[str, VideoResult] = {}
         self.jobs: dict[str, VideoJob] = {}
         self.tracks: dict[str, ray.ObjectRef] = {}
         self.queue: deque[tuple[Shard, ray.ObjectRef | None]] = deque()  # (shard, phase-B reference scores)
         self.in_flight: dict[ray.ObjectRef, tuple[Shard, int]] = {}
-        self.load = [0] * config.runtime.num_actors
-        self.limit = max(config.runtime.max_shards_in_flight, config.runtime.num_actors)
+        self.groups = reserve_actor_slots(config.runtime, placement_timeout_s, tqdm.write)
+        self.load = [0] * len(self.groups)
+        self.limit = max(config.runtime.max_shards_in_flight, len(self.groups))
         self.peak_outstanding = 0
         self.bar = tqdm(total=len(videos), desc="videos", unit="video", disable=not progress)
-        check_resources(config.runtime)
-        self.actors: list[ActorHandle] = [start_worker(factory, config) for _ in range(config.runtime.num_actors)]
+        self.actors: list[ActorHandle] = [start_worker(factory, config, group) for group in self.groups]
         try:
             self.part_names, self.model_id = ray.get(self.actors[0].describe.remote())
         except RayActorError as error:
@@ -169,6 +184,7 @@ class _Driver:
 
     def _finish(self, result: VideoResult) -> None:
         self.results[result.video_id] = result
+        self.on_video(result)
         self.bar.update(1)
 
     def _fail(self, video: VideoInput, error: BaseException) -> None:
@@ -186,12 +202,13 @@ class _Driver:
         """Open the next video that needs work and queue its shards; False when no video is left."""
         while self.pending:
             video = self.pending.popleft()
-            if is_committed(self.out_uri, video.video_id, self.config.digest()):
+            if is_committed(self.out_uri, video.video_id, self.commit_key):
                 self._finish(VideoResult(video.video_id, video.uri, "skipped"))
                 continue
             try:
                 plan = plan_video(video, probe_video(video.uri), self.config)
-                job = VideoJob(plan, self.out_uri, self.part_names, self.model_id, self.config, self.progress)
+                job = VideoJob(plan, self.out_uri, self.part_names, self.model_id, self.config, self.progress,
+                               self.run_id, self.commit_key)
             except Exception as error:  # one bad video never stops the batch
                 self._fail(video, error)
                 continue
@@ -234,7 +251,7 @@ class _Driver:
         try:
             result: ShardResult = ray.get(ref)
         except RayActorError as error:  # Ray's restarts are used up: replace the actor for the next shards
-            self.actors[actor] = start_worker(self.factory, self.config)
+            self.actors[actor] = start_worker(self.factory, self.config, self.groups[actor])
             if job is not None:
                 self._fail(job.plan.video, error)
             return
@@ -283,9 +300,29 @@ class _Driver:
         return tuple(ray.get([actor.stats.remote() for actor in self.actors]))
 
     def shutdown(self) -> None:
-        """Stop the shard actors."""
+        """Stop the shard actors and free their placement groups."""
         for actor in self.actors:
             ray.kill(actor)
+        for group in self.groups:
+            if group is not None:
+                remove_placement_group(group)
+
+
+def describe_video(result: VideoResult) -> str:
+    """One line for a finished video: its id, status, frames and time, or its error."""
+    if result.status == "failed":
+        return f"{result.video_id}: failed: {result.error_type}: {result.error}"
+    if result.status == "skipped":
+        return f"{result.video_id}: skipped (already committed)"
+    return f"{result.video_id}: done, {result.num_frames} frames in {result.seconds:.1f} s"
+
+
+def _print_video(result: VideoResult) -> None:
+    tqdm.write(describe_video(result))
+
+
+def _ignore_video(result: VideoResult) -> None:
+    """The ``on_video`` of a quiet batch."""
 
 
 def segment_videos(
@@ -296,8 +333,12 @@ def segment_videos(
     *,
     progress: bool = True,
     segmenter_factory: SegmenterFactory | None = None,
+    on_video: Callable[[VideoResult], None] | None = None,
 ) -> BatchResult:
     """Segment every video of ``inputs`` and write the outputs under ``out_uri``.
+
+    Before Ray starts, the output root is checked writable and its lock taken (:mod:`pipeline.out_lock`; one
+    run per root), and what dead runs left there is removed (:func:`pipeline.out_root.remove_leftovers`).
 
     Args:
         inputs: video files, folders, globs or fsspec URLs (see :mod:`pipeline.inputs`).
@@ -307,31 +348,39 @@ def segment_videos(
         progress: show an overall progress bar (videos) and one per video (frames).
         segmenter_factory: builds the segmenter inside each actor; default
             :class:`~pipeline.segmenters.PartModelFactory` of ``model_dir`` and ``config``.
+        on_video: called with each video's result as soon as it is done, skipped or failed; default: print
+            :func:`describe_video` when ``progress`` is on.
 
     Returns:
         A :class:`BatchResult`: per-video status, output paths, timings and errors.
 
     Raises:
-        InputError: an input matches no video, or tracks are needed from CoTracker3 without a checkpoint
-            (nothing is started).
+        InputError: an input matches no video, tracks are needed from CoTracker3 without a readable
+            checkpoint, the output root is not writable or another run holds it (nothing is started).
         BatchError: the segmenter cannot be built.
-        ValueError: the actors ask for more GPUs or CPUs than any Ray node has.
+        PlacementError: Ray cannot place a single shard actor within ``runtime.placement_timeout_s``.
     """
     started = time.perf_counter()
     check_tracker(config)
     videos = expand_inputs(inputs)
     factory = segmenter_factory or PartModelFactory(model_dir, config)
-    with ray_session(config.runtime):
-        driver = _Driver(videos, out_uri, config, factory, progress)
-        try:
-            driver.run()
-            workers = driver.worker_stats()
-        finally:
-            driver.shutdown()
-    results = tuple(driver.results[video.video_id] for video in videos)
-    failures = [
-        Failure(r.video_id, r.uri, r.error_type or "", r.error or "") for r in results if r.status == "failed"
-    ]
-    failures_path = update_failures(out_uri, {video.video_id for video in videos}, failures)
+    key = commit_key(config, factory)
+    callback = on_video or (_print_video if progress else _ignore_video)
+    check_writable(out_uri)
+    with OutputLock(out_uri):
+        remove_leftovers(out_uri)
+        with ray_session(config.runtime) as placement_timeout_s:
+            driver = _Driver(videos, out_uri, config, factory, progress, key, callback, placement_timeout_s)
+            try:
+                driver.run()
+                workers = driver.worker_stats()
+            finally:
+                driver.shutdown()
+                remove_leftovers(out_uri)  # this run's emptied staging folders
+        results = tuple(driver.results[video.video_id] for video in videos)
+        failures = [
+            Failure(r.video_id, r.uri, r.error_type or "", r.error or "") for r in results if r.status == "failed"
+        ]
+        failures_path = update_failures(out_uri, {video.video_id for video in videos}, failures)
     elapsed = time.perf_counter() - started
     return BatchResult(out_uri, results, failures_path, elapsed, workers, driver.peak_outstanding)

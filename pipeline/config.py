@@ -183,6 +183,9 @@ class RuntimeConfig(_Section):
     windows_per_shard: PositiveInt = 4
     max_shards_in_flight: PositiveInt = 4
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    placement_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="how long to wait for Ray to place the shard actors (e.g. GPU nodes scaling up), s"
+    )
 
 
 class OutputConfig(_Section):

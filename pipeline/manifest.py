@@ -1,10 +1,10 @@
 """Per-video manifests (the commit record), committed-video detection, and ``failures.parquet``.
 
 ``_manifest/<video_id>.json`` is written last, after every other output of the video is in place, so its
-presence marks a committed video: a rerun with the same configuration skips it, and a video without one is
-redone from scratch. ``failures.parquet`` holds one row per video whose last attempt failed
-(``video_id, uri, error_type, message``, sorted by video id); each run replaces the rows of the videos it
-processed and keeps the others.
+presence marks a committed video: a rerun with the same commit key (:mod:`pipeline.commit_key`) skips it, and a
+video without one, or committed under another key, is redone from scratch. ``failures.parquet`` holds one row
+per video whose last attempt failed (``video_id, uri, error_type, message``, sorted by video id); each run
+replaces the rows of the videos it processed and keeps the others.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ class VideoManifest:
         num_frames, fps, height, width: its probe result (frames, frames/s, pixels).
         model_id, part_names: the segmenter that labelled it.
         config_digest: :meth:`JobConfig.digest` of the job.
+        commit_key: what the outputs depend on (:func:`pipeline.commit_key.commit_key`); a rerun skips the video
+            only under the same key (never under the empty default).
         outputs: output kind (``masks``, ``overlay``, ``tracks``) -> path or URL.
         timings: seconds spent: ``total`` (first shard to commit) and ``model`` (inside segmenter calls, summed).
         mask_rows: rows written to the mask dataset.
@@ -57,6 +59,7 @@ class VideoManifest:
     outputs: dict[str, str]
     timings: dict[str, float]
     mask_rows: int
+    commit_key: str = ""
     versions: dict[str, str] = field(default_factory=lambda: package_versions())
 
 
@@ -82,7 +85,7 @@ def package_versions() -> dict[str, str]:
 
 
 def _join(root: str, *names: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    fs, base = fsspec.core.url_to_fs(str(root))
+    fs, base = url_to_fs(str(root))
     return fs, "/".join([base.rstrip("/"), *names])
 
 
@@ -119,10 +122,17 @@ def read_manifest(root: str, video_id: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def is_committed(root: str, video_id: str, config_digest: str) -> bool:
-    """Whether ``video_id`` was committed by a job with the same configuration."""
+def remove_manifest(root: str, video_id: str) -> None:
+    """Withdraw a video's commit (no-op when it has none)."""
+    fs, path = _join(root, MANIFEST_DIR, f"{video_id}.json")
+    if fs.exists(path):
+        fs.rm(path)
+
+
+def is_committed(root: str, video_id: str, commit_key: str) -> bool:
+    """Whether ``video_id`` was committed under ``commit_key`` (same segmenter, tracker and output settings)."""
     manifest = read_manifest(root, video_id)
-    return manifest is not None and manifest.get("config_digest") == config_digest
+    return bool(commit_key) and manifest is not None and manifest.get("commit_key") == commit_key
 
 
 class OutputRootError(InputError):
@@ -148,15 +158,6 @@ def read_failures(root: str) -> list[Failure]:
         problem = " ".join(str(err).split())[:200]
         where = f"{str(root).rstrip('/')}/{FAILURES_FILE}"
         raise OutputRootError(f"{where}: damaged failures file ({problem}); move it away") from None
-
-
-def check_output_root(root: str) -> None:
-    """Refuse, before any work, an output root that cannot be opened or whose ``failures.parquet`` is damaged."""
-    try:
-        url_to_fs(str(root))
-    except InputError as err:
-        raise OutputRootError(str(err)) from None
-    read_failures(root)
 
 
 def update_failures(root: str, processed: set[str], failures: list[Failure]) -> str:

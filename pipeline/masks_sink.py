@@ -4,14 +4,16 @@ Layout under the output root (local path or fsspec URL)::
 
     masks/video_id=<id>/part-00000.parquet    hive-partitioned by video_id
 
-A video's partition is written under a hidden pending folder and moved into place only by
-:meth:`VideoMaskWriter.commit`, so readers (which skip names starting with ``.``) never see half a video.
+A video's partition is written in the run's staging folder (``<root>/_staging/<run_id>/``, outside ``masks/``;
+see :mod:`pipeline.out_root`) and moved into place only by :meth:`VideoMaskWriter.commit`, so readers of
+``masks/`` (``masks/*/*.parquet``, ``pyarrow.dataset``) never see half a video or an in-progress file.
 Rows are written in frame order with fixed writer settings: the same frames give byte-identical files.
 """
 
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from types import TracebackType
 
 import fsspec
@@ -19,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as coco_mask
+
+from pipeline.out_root import staging_path
 
 RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.binary())])
 
@@ -70,15 +74,17 @@ class VideoMaskWriter:
     """Streams one video's masks into its partition and commits it atomically.
 
     Use as a context manager: leaving the block without :meth:`commit` (e.g. on an exception) removes the
-    pending files, so a failed video leaves nothing visible behind.
+    pending files, so a failed video leaves nothing visible behind. ``run_id`` names the staging folder
+    (default: a fresh one).
     """
 
     def __init__(
-        self, root: str, video_id: str, part_names: list[str], model_id: str, frames_per_row_group: int = 64
+        self, root: str, video_id: str, part_names: list[str], model_id: str, frames_per_row_group: int = 64,
+        run_id: str | None = None,
     ) -> None:
         self.fs, base = fsspec.core.url_to_fs(str(root))
         self.final_dir = f"{base.rstrip('/')}/masks/video_id={video_id}"
-        self.pending_dir = f"{base.rstrip('/')}/masks/.pending-{video_id}-{uuid.uuid4().hex[:8]}"
+        self.pending_dir = staging_path(root, run_id or uuid.uuid4().hex, "masks", f"video_id={video_id}")
         self.part_names = part_names
         self.model_id = model_id
         self.frames_per_row_group = frames_per_row_group
@@ -125,10 +131,12 @@ class VideoMaskWriter:
         return self.final_dir
 
     def abort(self) -> None:
-        """Drop everything written so far."""
-        if self._writer.is_open:
-            self._writer.close()
-        self._file.close()
+        """Drop everything written so far (also after a write error such as a full disk)."""
+        with suppress(OSError):  # closing flushes, which fails again on a full disk
+            if self._writer.is_open:
+                self._writer.close()
+        with suppress(OSError):
+            self._file.close()
         if self.fs.exists(self.pending_dir):
             self.fs.rm(self.pending_dir, recursive=True)
 

@@ -14,9 +14,11 @@ from dataclasses import dataclass, fields
 
 from torch import Tensor
 
+from pipeline.commit_key import content_hash
 from pipeline.config import JobConfig
 from pipeline.references import load_reference_set
 from smite_ops.baselines import NearestColourSegmenter
+from smite_ops.part_model import MANIFEST_FILE, WEIGHTS_FILE, load_part_model
 from smite_ops.tracking.base import Tracks
 
 SegmentFn = Callable[[Tensor, int], Tensor]
@@ -69,6 +71,15 @@ class PartModelFactory:
             refine = GuidedSegmenter(segmenter, GuidanceSettings(**shared | {"timesteps": tuple(shared["timesteps"])}))
         return LoadedSegmenter(segmenter, part_model.part_names, part_model.model_id, refine)
 
+    def fingerprint(self) -> dict[str, str]:
+        """Content hashes of the part model's files and of the backbone it was trained on (for commit keys).
+
+        Only the model's own files count: ``smite train`` may keep its training state in the same folder.
+        """
+        root = self.model_dir.rstrip("/")
+        files = {name: content_hash(f"{root}/{name}") for name in (MANIFEST_FILE, WEIGHTS_FILE)}
+        return {**files, "backbone": load_part_model(self.model_dir).base_hash}
+
 
 @dataclass(frozen=True)
 class NearestColourFactory:
@@ -89,3 +100,7 @@ class NearestColourFactory:
             return classifier(frames)
 
         return LoadedSegmenter(segment, references.part_names, f"nearest-colour-{digest}")
+
+    def fingerprint(self) -> dict[str, str | int]:
+        """The baseline's settings and the content hash of its reference set (for commit keys)."""
+        return {"baseline": "nearest-colour", "bins": self.bins, "references": content_hash(self.references_dir)}

@@ -7,6 +7,7 @@ guidance's voting window needs around its query frame (``smite_ops.tracking.long
 
 from __future__ import annotations
 
+import fsspec
 import torch
 
 from pipeline.config import ConfigError, JobConfig
@@ -26,13 +27,19 @@ def needs_tracks(config: JobConfig) -> bool:
 
 
 def check_tracker(config: JobConfig) -> None:
-    """Fail fast when a job needs tracks from CoTracker3 but names no checkpoint.
+    """Fail fast when a job needs tracks from CoTracker3 but names no checkpoint, or one that does not exist.
 
     Raises:
-        ConfigError: one line naming the key and the two ways out.
+        ConfigError: one line naming the key (and, for no checkpoint, the two ways out).
     """
-    if needs_tracks(config) and config.tracker.kind == "cotracker3" and config.tracker.checkpoint is None:
+    checkpoint = config.tracker.checkpoint
+    if not needs_tracks(config) or config.tracker.kind != "cotracker3":
+        return
+    if checkpoint is None:
         raise ConfigError(NO_CHECKPOINT)
+    fs, path = fsspec.core.url_to_fs(checkpoint)
+    if not fs.isfile(path):
+        raise ConfigError(f"tracker.checkpoint: {checkpoint}: no such file")
 
 
 def make_tracker(config: JobConfig) -> PointTracker:

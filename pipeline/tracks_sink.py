@@ -3,7 +3,8 @@
 One row per (point, frame of its lifetime), in point then frame order:
 ``point_id (int32), query_frame (int32), frame_index (int32), x, y (float32 pixels), visible (bool)``.
 Coordinates are in pixels of the square working-resolution frame whose side is stored in the file's
-schema metadata under ``frame_size``. The file is written under a hidden pending name and renamed into place.
+schema metadata under ``frame_size``. The file is written in the run's staging folder (outside ``tracks/``) and
+moved into place.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from pipeline.out_root import staging_path
 from smite_ops.tracking.long_video import VideoTracks
 
 TRACKS_SCHEMA = pa.schema(
@@ -46,11 +48,16 @@ def tracks_table(tracks: VideoTracks, frame_size: int) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_tracks(root: str, video_id: str, tracks: VideoTracks, frame_size: int) -> str:
-    """Write one video's tracks under ``root`` (local path or fsspec URL); returns the partition folder."""
+def write_tracks(
+    root: str, video_id: str, tracks: VideoTracks, frame_size: int, run_id: str | None = None
+) -> str:
+    """Write one video's tracks under ``root`` (local path or fsspec URL); returns the partition folder.
+
+    ``run_id`` names the staging folder (default: a fresh one).
+    """
     fs, base = fsspec.core.url_to_fs(str(root))
     final_dir = f"{base.rstrip('/')}/tracks/video_id={video_id}"
-    pending_dir = f"{base.rstrip('/')}/tracks/.pending-{video_id}-{uuid.uuid4().hex[:8]}"
+    pending_dir = staging_path(root, run_id or uuid.uuid4().hex, "tracks", f"video_id={video_id}")
     fs.makedirs(pending_dir, exist_ok=True)
     with fs.open(f"{pending_dir}/part-00000.parquet", "wb") as file:
         pq.write_table(tracks_table(tracks, frame_size), file, compression="zstd")

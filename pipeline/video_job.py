@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import suppress
 
 import fsspec
 import numpy as np
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline.actors import ShardResult
 from pipeline.config import JobConfig
-from pipeline.manifest import VideoManifest, write_manifest
+from pipeline.manifest import VideoManifest, remove_manifest, write_manifest
 from pipeline.masks_sink import VideoMaskWriter
 from pipeline.overlay_sink import OverlaySink
 from pipeline.plan import Shard, VideoPlan
@@ -31,19 +32,6 @@ from pipeline.stitch import ScoreStitcher, native_probabilities
 from pipeline.tracks_sink import write_tracks
 from pipeline.video import iter_frames
 from smite_ops.tracking.long_video import VideoTracks
-
-
-def remove_pending(root: str, video_id: str) -> None:
-    """Delete hidden pending folders a crashed run left for ``video_id`` under ``masks/`` and ``tracks/``."""
-    fs, base = fsspec.core.url_to_fs(str(root))
-    for kind in ("masks", "tracks"):
-        folder = f"{base.rstrip('/')}/{kind}"
-        if not fs.isdir(folder):
-            continue
-        prefix = f"{folder}/.pending-{video_id}-"
-        for path in fs.ls(folder, detail=False):
-            if path.startswith(prefix) and len(path) == len(prefix) + 8:
-                fs.rm(path, recursive=True)
 
 
 def _source_frames(uri: str) -> Iterator[np.ndarray]:
@@ -61,20 +49,24 @@ class VideoJob:
         part_names, model_id: from the segmenter, for the mask rows.
         config: the job configuration (``output`` section and digest).
         progress: show a per-video progress bar (frames).
+        run_id: the run's staging folder name (see :mod:`pipeline.out_root`).
+        commit_key: recorded in the manifest (see :mod:`pipeline.commit_key`).
     """
 
     def __init__(
-        self, plan: VideoPlan, root: str, part_names: list[str], model_id: str, config: JobConfig, progress: bool
+        self, plan: VideoPlan, root: str, part_names: list[str], model_id: str, config: JobConfig, progress: bool,
+        run_id: str, commit_key: str,
     ) -> None:
         self.plan = plan
         self.root = root
         self.part_names = part_names
         self.model_id = model_id
         self.config = config
+        self.run_id = run_id
+        self.commit_key = commit_key
         self.started = time.perf_counter()
         self.model_seconds = 0.0
         video, info = plan.video, plan.info
-        remove_pending(root, video.video_id)
         self.stitcher = ScoreStitcher(list(plan.windows), info.num_frames)
         self._completed_stops: list[int] = []
         guided = config.guidance.enabled
@@ -82,7 +74,7 @@ class VideoJob:
         self._reference_stops: list[int] = []
         self._reference_frames: dict[int, torch.Tensor] = {}
         self._awaiting_reference: deque[Shard] = deque(plan.shards if guided else ())
-        self.masks = VideoMaskWriter(root, video.video_id, part_names, model_id)
+        self.masks = VideoMaskWriter(root, video.video_id, part_names, model_id, run_id=run_id)
         self.overlay: OverlaySink | None = None
         self._frames: Iterator[np.ndarray] | None = None
         if config.output.overlays:
@@ -150,27 +142,53 @@ class VideoJob:
         self.bar.update(1)
 
     def commit(self, tracks: VideoTracks | None) -> VideoManifest:
-        """Publish every output (overlay, tracks, masks), then the manifest that marks the video committed."""
-        video, info = self.plan.video, self.plan.info
+        """Publish every output (overlay, tracks, masks), then the manifest that marks the video committed.
+
+        An earlier commit of the video is withdrawn first (its manifest removed); when any step fails (e.g. a
+        full disk), the outputs published so far are removed again, so only committed videos have outputs.
+        """
+        remove_manifest(self.root, self.video_id)
         outputs: dict[str, str] = {}
+        try:
+            manifest = self._publish(tracks, outputs)
+        except BaseException:
+            self._unpublish(outputs)
+            raise
+        self.close()
+        return manifest
+
+    def _publish(self, tracks: VideoTracks | None, outputs: dict[str, str]) -> VideoManifest:
+        """Move the outputs into place, recording each in ``outputs`` as it lands, and write the manifest."""
+        video, info = self.plan.video, self.plan.info
         if self.overlay is not None:
             outputs["overlay"] = self.overlay.commit()
         if tracks is not None:
-            outputs["tracks"] = write_tracks(self.root, video.video_id, tracks, self.config.model.resolution)
+            outputs["tracks"] = write_tracks(
+                self.root, video.video_id, tracks, self.config.model.resolution, run_id=self.run_id
+            )
         outputs["masks"] = self.masks.commit()
         timings = {"total": time.perf_counter() - self.started, "model": self.model_seconds}
         manifest = VideoManifest(
             video_id=video.video_id, uri=video.uri, num_frames=info.num_frames, fps=info.fps, height=info.height,
             width=info.width, model_id=self.model_id, part_names=self.part_names,
             config_digest=self.config.digest(), outputs=outputs, timings=timings, mask_rows=self.masks.rows_written,
+            commit_key=self.commit_key,
         )
         write_manifest(self.root, manifest)
-        self.close()
         return manifest
+
+    def _unpublish(self, outputs: dict[str, str]) -> None:
+        """Remove published outputs of a commit that failed (best effort: the disk may still be failing)."""
+        fs, _ = fsspec.core.url_to_fs(str(self.root))
+        for kind, location in outputs.items():
+            path = fsspec.core.url_to_fs(location)[1] if kind == "overlay" else location
+            with suppress(OSError):
+                fs.rm(path, recursive=True)
 
     def abort(self) -> None:
         """Drop every pending output of the video."""
-        self.masks.abort()
+        with suppress(OSError):
+            self.masks.abort()
         if self.overlay is not None:
             self.overlay.abort()
         self.close()

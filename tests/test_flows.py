@@ -12,10 +12,12 @@ import ray
 import yaml
 from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
+from typer.testing import CliRunner
 
+from flows.cli import app
 from flows.deploy import DeploymentError, check_cron, segment_deployment
 from flows.evaluate import evaluate_flow
-from flows.segment import segment_flow
+from flows.segment import run_of, segment_flow
 from pipeline.evaluate import EvaluationReport, evaluate_predictions
 from pipeline.manifest import manifest_path
 from pipeline.references import write_reference_set
@@ -72,7 +74,9 @@ def test_a_scheduled_run_after_a_new_video_arrives_processes_only_that_video(tmp
 
     write_video(str(bucket / "c.mp4"), _scene(3)[0], fps=8)
     (bucket / "d.mp4").write_bytes(b"not a video")
-    second = segment_flow(prefix, out, config="tiny", baseline=refs)
+    second_state = segment_flow(prefix, out, config="tiny", baseline=refs, return_state=True)
+    assert second_state.is_failed() and second_state.message.startswith("1 of 2 video(s) failed")
+    second = run_of(second_state)
     assert second.new_videos == ("c", "d")
     assert [(v.video_id, v.status) for v in second.batch.videos] == [("c", "done"), ("d", "failed")]
     assert [(s.video_id, s.error is None) for s in second.sections] == [("c", True), ("d", False)]
@@ -88,6 +92,21 @@ def test_a_scheduled_run_after_a_new_video_arrives_processes_only_that_video(tmp
     assert frames.tolist() == [0, 1, 2, 3]
     assert (decoded == _scene(3)[1]).mean() > 0.98
     assert [section.confidence.size for section in (*first.sections, *second.sections)] == [4, 4, 4, 0]
+
+
+@pytest.mark.usefixtures("prefect_and_ray")
+def test_the_cli_exits_3_when_some_videos_failed_and_0_when_all_are_done(tmp_path: Path) -> None:
+    refs = _references(tmp_path / "refs")
+    bucket, out = tmp_path / "bucket", str(tmp_path / "labels")
+    bucket.mkdir()
+    write_video(str(bucket / "a.mp4"), _scene(1)[0], fps=8)
+    (bucket / "b.mp4").write_bytes(b"not a video")
+    failed = CliRunner().invoke(app, ["segment", str(bucket), "--out", out, "-c", "tiny", "--baseline", refs])
+    assert failed.exit_code == 3, failed.output
+    assert "1 segmented, 0 skipped, 1 failed" in failed.output and "  failed b: " in failed.output
+    (bucket / "b.mp4").unlink()
+    idle = CliRunner().invoke(app, ["segment", str(bucket), "--out", out, "-c", "tiny", "--baseline", refs])
+    assert idle.exit_code == 0 and "nothing to do" in idle.output
 
 
 @pytest.mark.slow

@@ -64,7 +64,19 @@ def test_failure_midway_leaves_nothing_visible(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), VideoMaskWriter(str(tmp_path), "clip", PARTS, "m") as writer:
         writer.write_frame(0, 0.0, *frames[0])
         raise RuntimeError("actor died")
-    assert list((tmp_path / "masks").iterdir()) == []
+    assert not (tmp_path / "masks").exists() and [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_an_open_partition_is_invisible_to_readers_of_masks(tmp_path: Path) -> None:
+    frames = _frames()
+    with VideoMaskWriter(str(tmp_path), "clip", PARTS, "m", frames_per_row_group=1) as writer:
+        for index, (labels, probabilities) in enumerate(frames):
+            writer.write_frame(index, index / 24, labels, probabilities)
+        assert [p for p in tmp_path.rglob("*") if p.is_file()]  # rows are on disk, in the staging area
+        assert not (tmp_path / "masks").exists()  # what `read_parquet('masks/*/*.parquet')` would list
+        writer.commit()
+    files = [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()]
+    assert files == ["masks/video_id=clip/part-00000.parquet"]
 
 
 def test_rewrite_replaces_a_committed_partition(tmp_path: Path) -> None:

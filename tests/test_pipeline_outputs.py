@@ -24,15 +24,15 @@ from pipeline.windows import plan_windows
 from smite_ops.tracking.long_video import VideoTracks, dense_tracks
 
 
-def _manifest(video_id: str, digest: str) -> VideoManifest:
+def _manifest(video_id: str, key: str) -> VideoManifest:
     return VideoManifest(
         video_id=video_id, uri=f"/in/{video_id}.mp4", num_frames=3, fps=24.0, height=4, width=5, model_id="m",
-        part_names=["background", "a"], config_digest=digest, outputs={"masks": "x"}, timings={"total": 1.0},
-        mask_rows=6,
+        part_names=["background", "a"], config_digest="c0ffee", outputs={"masks": "x"}, timings={"total": 1.0},
+        mask_rows=6, commit_key=key,
     )
 
 
-def test_a_manifest_marks_a_video_committed_for_its_configuration(tmp_path: Path) -> None:
+def test_a_manifest_marks_a_video_committed_for_its_commit_key(tmp_path: Path) -> None:
     root = str(tmp_path)
     assert not is_committed(root, "clip", "d1") and read_manifest(root, "clip") is None
     path = write_manifest(root, _manifest("clip", "d1"))
@@ -41,6 +41,8 @@ def test_a_manifest_marks_a_video_committed_for_its_configuration(tmp_path: Path
     data = read_manifest(root, "clip")
     assert data is not None and data["num_frames"] == 3 and data["versions"]["pyarrow"] != "unknown"
     assert is_committed(root, "clip", "d1") and not is_committed(root, "clip", "d2")
+    write_manifest(root, _manifest("keyless", ""))  # written without a key (older versions): never skipped
+    assert not is_committed(root, "keyless", "")
     (tmp_path / "_manifest" / "broken.json").write_text("{not json")
     assert not is_committed(root, "broken", "d1")
 
