@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 import ray
-import torch
 
 from pipeline.actors import PlacementError
 from pipeline.batch import BatchResult, VideoResult, segment_videos
@@ -23,13 +22,7 @@ from pipeline.segmenters import NearestColourFactory
 from pipeline.synth import generate_benchmark
 from pipeline.video import write_video
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factories
 FRAMES = 40
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    torch.set_num_threads(1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 @pytest.fixture(scope="module")
