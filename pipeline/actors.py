@@ -42,6 +42,7 @@ class ShardResult:
         scores: per window, in shard order, ``(window.length, P, h, w)`` float16 class scores.
         model_seconds: wall time spent inside segmenter calls, s.
         decode_seconds: wall time spent decoding the shard's frames, s.
+        frame_forwards: UNet frame-forward equivalents spent on the shard (a backward counts two).
     """
 
     shard: Shard
@@ -49,6 +50,7 @@ class ShardResult:
     scores: tuple[tuple[Window, torch.Tensor], ...]
     model_seconds: float
     decode_seconds: float
+    frame_forwards: int = 0
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class ShardWorker:
         if tracks is not None and (self.loaded.refine is None or reference is None):
             raise ValueError("guided refinement needs a segmenter with guidance on and phase-A reference scores")
         model_seconds = 0.0
+        count = self.loaded.frame_forwards or (lambda: 0)
+        forwards_before = count()
         scores = []
         for window in shard.windows:
             local = slice(window.start - shard.start, window.stop - shard.start)
@@ -118,7 +122,8 @@ class ShardWorker:
             scores.append((window, window_scores.to(torch.float16).cpu()))
         self.shards += 1
         self.model_seconds += model_seconds
-        return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds)
+        forwards = count() - forwards_before
+        return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds, forwards)
 
     def track(self, info: VideoInfo, config: JobConfig) -> VideoTracks:
         """Point tracks of one whole video (see :mod:`pipeline.shared_tracks`), with the tracker built once.

@@ -255,8 +255,9 @@ class _Driver:
 
     def _commit(self, job: VideoJob) -> None:
         tracks_ref = self.tracks.pop(job.video_id, None)
-        written = tracks_ref is not None and self.config.output.tracks
-        manifest = job.commit(ray.get(tracks_ref) if written else None)
+        tracks = ray.get(tracks_ref) if tracks_ref is not None else None
+        work = tracks.point_frames if tracks is not None else 0
+        manifest = job.commit(tracks if self.config.output.tracks else None, work)
         del self.jobs[job.video_id]
         video = job.plan.video
         outputs = {**manifest.outputs, "manifest": manifest_path(self.out_uri, video.video_id)}

@@ -111,19 +111,33 @@ class SegmentConfig(_Windowed):
     seed: int = 777
 
 
+GUIDANCE_MODE_PRESETS: dict[str, dict[str, Any]] = {
+    "filter": {"overlap": 0, "timesteps": [104, 103, 102, 101], "iterations": 15},
+    "fast": {"overlap": 0, "timesteps": [104, 103], "iterations": 3},
+    "full": {"overlap": 8, "timesteps": [104, 103, 102, 101], "iterations": 15},
+}
+"""Values of ``overlap``, ``timesteps`` and ``iterations`` that each ``guidance.mode`` takes when they are unset or
+null (``full``: the guidance shipped before issue 16; ``filter`` runs no latent update, so only its overlap matters)."""
+
+
 class GuidanceConfig(_Windowed):
     """Spatio-temporal latent guidance (METHOD.md §4.4, §5-7); off when both weights are 0 (the reference's default).
 
-    Our default is the best row of ``benchmarks/ablation.py``: tracking term only, with the paper's soft (KL)
-    track loss; it halved flicker and gained mIoU on the synthetic benchmark (README, Temporal consistency).
+    ``mode`` picks the phase-B refinement (``smite_ops.temporal``): ``fast`` (default) = the zero-UNet track-vote
+    filter, then a few latent updates toward the filtered scores, windows without overlap; ``filter`` = the filter
+    alone; ``full`` = the reference's guided loop (tracking term only, soft KL loss: the best row of
+    ``benchmarks/ablation.py``). ``overlap``, ``timesteps`` and ``iterations`` left null take the mode's preset
+    (:data:`GUIDANCE_MODE_PRESETS`); ``benchmarks/temporal_frontier.py`` measures the modes (README).
     """
 
+    mode: Literal["filter", "fast", "full"] = Field("fast", description="phase-B refinement (smite_ops.temporal)")
+    filter_radius: NonNegativeInt = Field(0, description="track-vote filter: spread of each correction, in map cells")
     track_weight: NonNegativeFloat = 0.1
     reg_weight: NonNegativeFloat = 0.0
     window: PositiveInt = 16
-    overlap: NonNegativeInt = 8
-    timesteps: list[Timestep] = Field(default_factory=lambda: [104, 103, 102, 101], min_length=1)
-    iterations: PositiveInt = 15
+    overlap: NonNegativeInt = 0
+    timesteps: list[Timestep] = Field(default_factory=lambda: [104, 103], min_length=1)
+    iterations: PositiveInt = 3
     step_scale: Annotated[float, Field(gt=0)] = 10.0
     betas: tuple[Fraction, Fraction] = (0.9, 0.999)
     eps: Annotated[float, Field(gt=0)] = 1e-5
@@ -141,6 +155,14 @@ class GuidanceConfig(_Windowed):
     )
     gradient_checkpointing: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_presets(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = GUIDANCE_MODE_PRESETS.get(data.get("mode") or "fast", {})
+        return {**data, **{key: value for key, value in preset.items() if data.get(key) is None}}
+
     @property
     def enabled(self) -> bool:
         return self.track_weight > 0 or self.reg_weight > 0
@@ -154,7 +176,7 @@ class TrackerConfig(_Section):
     model_resolution: tuple[PositiveInt, PositiveInt] = (384, 512)
     iterations: PositiveInt = 6
     grid_spacing: PositiveInt = Field(8, description="query grid cell size in working-resolution pixels")
-    query_every: PositiveInt = Field(8, description="a new query grid every this many frames")
+    query_every: PositiveInt = Field(16, description="a new query grid every this many frames (8 before issue 16)")
     chunk_frames: PositiveInt = Field(60, description="frames per tracker call on long videos")
     chunk_overlap: NonNegativeInt = 8
 

@@ -73,6 +73,7 @@ class VideoJob:
         self.config = config
         self.started = time.perf_counter()
         self.model_seconds = 0.0
+        self.frame_forwards = 0
         video, info = plan.video, plan.info
         remove_pending(root, video.video_id)
         self.stitcher = ScoreStitcher(list(plan.windows), info.num_frames)
@@ -116,6 +117,7 @@ class VideoJob:
             scores ``(shard.stop - shard.start, P, h, w)`` float32; otherwise an empty list.
         """
         self.model_seconds += result.model_seconds
+        self.frame_forwards += result.frame_forwards
         if self.reference is not None and not result.guided:
             self._reference_stops.append(result.shard.stop)
             for window, scores in result.scores:
@@ -149,8 +151,12 @@ class VideoJob:
             self.overlay.write(next(self._frames), labels)
         self.bar.update(1)
 
-    def commit(self, tracks: VideoTracks | None) -> VideoManifest:
-        """Publish every output (overlay, tracks, masks), then the manifest that marks the video committed."""
+    def commit(self, tracks: VideoTracks | None, tracker_point_frames: int = 0) -> VideoManifest:
+        """Publish every output (overlay, tracks, masks), then the manifest that marks the video committed.
+
+        ``tracks`` are written when given; ``tracker_point_frames`` is the tracker work spent on the video's
+        tracks (``VideoTracks.point_frames``), recorded in the manifest's ``cost``.
+        """
         video, info = self.plan.video, self.plan.info
         outputs: dict[str, str] = {}
         if self.overlay is not None:
@@ -159,10 +165,16 @@ class VideoJob:
             outputs["tracks"] = write_tracks(self.root, video.video_id, tracks, self.config.model.resolution)
         outputs["masks"] = self.masks.commit()
         timings = {"total": time.perf_counter() - self.started, "model": self.model_seconds}
+        frames = max(info.num_frames, 1)
+        cost = {
+            "unet_frame_forwards": self.frame_forwards / frames,
+            "tracker_point_frames": tracker_point_frames / frames,
+        }
         manifest = VideoManifest(
             video_id=video.video_id, uri=video.uri, num_frames=info.num_frames, fps=info.fps, height=info.height,
             width=info.width, model_id=self.model_id, part_names=self.part_names,
             config_digest=self.config.digest(), outputs=outputs, timings=timings, mask_rows=self.masks.rows_written,
+            cost=cost,
         )
         write_manifest(self.root, manifest)
         self.close()
