@@ -6,7 +6,7 @@ tracks with a :class:`smite_ops.temporal.TemporalRefiner` mode, and the refined 
 Candidates differ in the phase-B mode (``filter``: zero-UNet track-vote filter; ``fast``: filter, then a few
 guided latent updates toward the filtered scores, then the filter; ``full``: the reference's guided loop), the
 window overlap (phase A and B share windows), the guidance schedule, the filter's spread, and the tracks: a
-point per score cell seeded every 16 frames unless the row says otherwise (today's pattern: every 8).
+point per score cell seeded every 8 frames (today's pattern) unless the row says otherwise.
 
 Columns, per kind (mean over its videos): mIoU (%, background included), DAVIS boundary F, flicker (ground-
 truth-consistent label flicker, lower is better), flicker vs unguided (ratio to the unguided row's), share of
@@ -67,7 +67,7 @@ class Candidate:
         name: row label.
         mode: phase-B mode, None for the unguided row (phase A only).
         overlap: window overlap of both phases (frames).
-        tracks: ``(grid, every)``: a point every ``grid`` score cells, a new grid every ``every`` frames.
+        tracks: ``(grid, every)``: a point every ``grid`` score cells (per axis), a new grid every ``every`` frames.
         settings: guidance settings of the ``fast`` and ``full`` modes.
         radius: the filter's spread in score cells.
     """
@@ -83,15 +83,17 @@ class Candidate:
 def candidates() -> list[Candidate]:
     """The frontier's candidates: the unguided baseline first, then cheapest first, today's guided default before
     the costliest new point (so that an interrupted run still has its reference rows)."""
+    fast = replace(TODAY, timesteps=(104, 103), iterations=3)
     return [
         Candidate("unguided", None, 8, tracks=(1, 8)),
-        Candidate("filter, tracks every 8", "filter", 0, tracks=(1, 8)),
-        Candidate("filter", "filter", 0),
-        Candidate("filter, radius 1", "filter", 0, radius=1),
-        Candidate("filter, half grid, radius 1", "filter", 0, tracks=(2, 16), radius=1),
-        Candidate("fast: filter + 1 step x 3", "fast", 0, settings=replace(TODAY, timesteps=(104, 103), iterations=3)),
+        Candidate("filter", "filter", 0, tracks=(1, 8)),
+        Candidate("filter, tracks every 16", "filter", 0),
+        Candidate("filter, tracks every 16, radius 1", "filter", 0, radius=1),
+        Candidate("filter, half grid, radius 1", "filter", 0, tracks=(2, 8), radius=1),
+        Candidate("fast: filter + 1 step x 3", "fast", 0, tracks=(1, 8), settings=fast),
+        Candidate("fast, half grid, radius 1", "fast", 0, tracks=(2, 8), settings=fast, radius=1),
         Candidate("full (today)", "full", 8, tracks=(1, 8), settings=TODAY),
-        Candidate("fast: filter + 3 steps x 5", "fast", 0, settings=replace(TODAY, iterations=5)),
+        Candidate("fast: filter + 3 steps x 5", "fast", 0, tracks=(1, 8), settings=replace(TODAY, iterations=5)),
     ]
 
 

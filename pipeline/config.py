@@ -176,7 +176,7 @@ class TrackerConfig(_Section):
     model_resolution: tuple[PositiveInt, PositiveInt] = (384, 512)
     iterations: PositiveInt = 6
     grid_spacing: PositiveInt = Field(8, description="query grid cell size in working-resolution pixels")
-    query_every: PositiveInt = Field(16, description="a new query grid every this many frames (8 before issue 16)")
+    query_every: PositiveInt = Field(8, description="a new query grid every this many frames")
     chunk_frames: PositiveInt = Field(60, description="frames per tracker call on long videos")
     chunk_overlap: NonNegativeInt = 8
 
