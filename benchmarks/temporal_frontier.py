@@ -70,6 +70,8 @@ class Candidate:
         tracks: ``(grid, every)``: a point every ``grid`` score cells (per axis), a new grid every ``every`` frames.
         settings: guidance settings of the ``fast`` and ``full`` modes.
         radius: the filter's spread in score cells.
+        flips_only: the filter corrects only the cells whose label the vote changes.
+        refilter: ``fast`` mode filters the guided scores again.
     """
 
     name: str
@@ -78,6 +80,8 @@ class Candidate:
     tracks: tuple[int, int] = (1, 16)
     settings: GuidanceSettings | None = None
     radius: int = 0
+    flips_only: bool = False
+    refilter: bool = True
 
 
 def candidates() -> list[Candidate]:
@@ -92,6 +96,11 @@ def candidates() -> list[Candidate]:
         Candidate("filter, half grid, radius 1", "filter", 0, tracks=(2, 8), radius=1),
         Candidate("fast: filter + 1 step x 3", "fast", 0, tracks=(1, 8), settings=fast),
         Candidate("fast, half grid, radius 1", "fast", 0, tracks=(2, 8), settings=fast, radius=1),
+        Candidate("filter, flips only", "filter", 0, tracks=(1, 8), flips_only=True),
+        Candidate("fast, flips only", "fast", 0, tracks=(1, 8), settings=fast, flips_only=True),
+        Candidate("fast, no refilter", "fast", 0, tracks=(1, 8), settings=fast, refilter=False),
+        Candidate("fast 1 step x 5, no refilter", "fast", 0, tracks=(1, 8), settings=replace(fast, iterations=5),
+                  refilter=False),
         Candidate("full (today)", "full", 8, tracks=(1, 8), settings=TODAY),
         Candidate("fast: filter + 3 steps x 5", "fast", 0, tracks=(1, 8), settings=replace(TODAY, iterations=5)),
     ]
@@ -152,7 +161,8 @@ def phase_b(
     tracks = case.tracks_for(candidate.tracks)
     guided = GuidedSegmenter(segmenter, candidate.settings) if candidate.settings is not None else None
     voting_window = (candidate.settings or TODAY).voting_window
-    refiner = TemporalRefiner(candidate.mode or "filter", guided, voting_window, candidate.radius)
+    refiner = TemporalRefiner(candidate.mode or "filter", guided, voting_window, candidate.radius,
+                              candidate.flips_only, candidate.refilter)
     refined = [
         refiner(frames[w.start : w.stop], reference[w.start : w.stop], slice_tracks(tracks, w.start, w.stop),
                 (height, width), seed + w.start)
@@ -266,7 +276,7 @@ def plot(results: list[Result], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for kind in sorted({r.kind for r in results}):
         rows = [r for r in results if r.kind == kind]
-        unguided = rows[0].flicker
+        unguided = next(r for r in rows if r.candidate == "unguided").flicker
         costs = [r.forwards_per_frame for r in rows]
         reductions = [100 * (1 - r.flicker / unguided) for r in rows]
         axes.scatter(costs, reductions, label=kind)
@@ -300,7 +310,12 @@ def main() -> None:
     rows = [c for c in candidates() if c.mode is None or not args.only or any(w in c.name for w in args.only)]
     results: list[Result] = []
     if args.merge:
-        results = [Result(**row) for path in args.merge for row in json.loads(Path(path).read_text())]
+        rows_read = [Result(**row) for path in args.merge for row in json.loads(Path(path).read_text())]
+        first: dict[tuple[str, str], Result] = {}
+        for row in rows_read:
+            first.setdefault((row.kind, row.candidate), row)
+        results = list(first.values())
+        results.sort(key=lambda r: args.kinds.index(r.kind) if r.kind in args.kinds else len(args.kinds))
     else:
         print(HEADER)
         print("|---" * (HEADER.count("|") - 1) + "|")
@@ -312,7 +327,8 @@ def main() -> None:
     print("|---" * (HEADER.count("|") - 1) + "|")
     for row in results:
         rows_of_kind = [r for r in results if r.kind == row.kind]
-        print_row(row, rows_of_kind[0], next((r for r in rows_of_kind if r.candidate == "full (today)"), None))
+        unguided = next(r for r in rows_of_kind if r.candidate == "unguided")
+        print_row(row, unguided, next((r for r in rows_of_kind if r.candidate == "full (today)"), None))
     plot(results, Path(args.plot))
     print(f"plot: {args.plot}")
 

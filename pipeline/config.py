@@ -123,21 +123,21 @@ null (``full``: the guidance shipped before issue 16; ``filter`` runs no latent 
 class GuidanceConfig(_Windowed):
     """Spatio-temporal latent guidance (METHOD.md §4.4, §5-7); off when both weights are 0 (the reference's default).
 
-    ``mode`` picks the phase-B refinement (``smite_ops.temporal``): ``fast`` (default) = the zero-UNet track-vote
-    filter, then a few latent updates toward the filtered scores, windows without overlap; ``filter`` = the filter
-    alone; ``full`` = the reference's guided loop (tracking term only, soft KL loss: the best row of
-    ``benchmarks/ablation.py``). ``overlap``, ``timesteps`` and ``iterations`` left null take the mode's preset
+    ``mode`` picks the phase-B refinement (``smite_ops.temporal``): ``full`` (default) = the reference's guided loop
+    (tracking term only, soft KL loss: the best row of ``benchmarks/ablation.py``); ``fast`` = the zero-UNet
+    track-vote filter, then a few latent updates toward the filtered scores, windows without overlap (1/23 of the
+    cost); ``filter`` = the filter alone. ``overlap``, ``timesteps`` and ``iterations`` left null take the mode's preset
     (:data:`GUIDANCE_MODE_PRESETS`); ``benchmarks/temporal_frontier.py`` measures the modes (README).
     """
 
-    mode: Literal["filter", "fast", "full"] = Field("fast", description="phase-B refinement (smite_ops.temporal)")
+    mode: Literal["filter", "fast", "full"] = Field("full", description="phase-B refinement (smite_ops.temporal)")
     filter_radius: NonNegativeInt = Field(0, description="track-vote filter: spread of each correction, in map cells")
     track_weight: NonNegativeFloat = 0.1
     reg_weight: NonNegativeFloat = 0.0
     window: PositiveInt = 16
-    overlap: NonNegativeInt = 0
-    timesteps: list[Timestep] = Field(default_factory=lambda: [104, 103], min_length=1)
-    iterations: PositiveInt = 3
+    overlap: NonNegativeInt = 8
+    timesteps: list[Timestep] = Field(default_factory=lambda: [104, 103, 102, 101], min_length=1)
+    iterations: PositiveInt = 15
     step_scale: Annotated[float, Field(gt=0)] = 10.0
     betas: tuple[Fraction, Fraction] = (0.9, 0.999)
     eps: Annotated[float, Field(gt=0)] = 1e-5
@@ -160,7 +160,7 @@ class GuidanceConfig(_Windowed):
     def _mode_presets(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        preset = GUIDANCE_MODE_PRESETS.get(data.get("mode") or "fast", {})
+        preset = GUIDANCE_MODE_PRESETS.get(data.get("mode") or "full", {})
         return {**data, **{key: value for key, value in preset.items() if data.get(key) is None}}
 
     @property

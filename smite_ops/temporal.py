@@ -36,9 +36,19 @@ class TemporalRefiner:
         guided: the guided segmenter; required unless ``mode`` is ``filter``.
         voting_window: frames of the voting window of the filter.
         radius: spread of the filter's corrections, in score cells.
+        flips_only: the filter corrects only the cells whose label the vote changes.
+        refilter: ``fast`` mode filters the guided scores again (else returns them as the UNet made them).
     """
 
-    def __init__(self, mode: TemporalMode, guided: GuidedSegmenter | None, voting_window: int = 15, radius: int = 0):
+    def __init__(
+        self,
+        mode: TemporalMode,
+        guided: GuidedSegmenter | None,
+        voting_window: int = 15,
+        radius: int = 0,
+        flips_only: bool = False,
+        refilter: bool = True,
+    ) -> None:
         if mode not in TEMPORAL_MODES:
             raise GuidanceError(f"guidance mode must be one of {', '.join(TEMPORAL_MODES)}, got {mode!r}")
         if mode != "filter" and guided is None:
@@ -47,13 +57,15 @@ class TemporalRefiner:
         self.guided = guided
         self.voting_window = voting_window
         self.radius = radius
+        self.flips_only = flips_only
+        self.refilter = refilter
 
     def filter(self, scores: Tensor, tracks: Tracks, track_frame_size: tuple[int, int]) -> Tensor:
         """Track-vote filter ``(T, P, s, s)`` scores with the window's tracks (pixels in ``track_frame_size``)."""
         side = scores.shape[-1]
         cells, valid = project_to_grid(tracks.points, tracks.visible, track_frame_size, (side, side))
         cells, valid = cells.to(scores.device), valid.to(scores.device)
-        return track_vote_filter(scores, cells, valid, self.voting_window, self.radius)
+        return track_vote_filter(scores, cells, valid, self.voting_window, self.radius, self.flips_only)
 
     def __call__(
         self, frames: Tensor, reference: Tensor, tracks: Tracks, track_frame_size: tuple[int, int], seed: int
@@ -75,4 +87,4 @@ class TemporalRefiner:
         if self.mode == "filter" or self.guided is None:
             return filtered
         scores = self.guided(frames, reference, tracks, track_frame_size, seed, votes=filtered)
-        return self.filter(scores, tracks, track_frame_size)
+        return self.filter(scores, tracks, track_frame_size) if self.refilter else scores

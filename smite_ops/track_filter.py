@@ -12,7 +12,8 @@ already-computed scores, at no UNet cost:
    point per few cells) still filter every cell near a point; cells with no reached neighbour keep ``S``.
 
 Visibility is a hard gate throughout: an occluded point neither votes nor is corrected. With ``radius=0`` the
-filter is exactly :func:`~smite_ops.voting.vote`.
+filter is exactly :func:`~smite_ops.voting.vote`; ``flips_only`` leaves the cells whose label the vote confirms
+untouched and corrects only those it relabels.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from smite_ops.voting import vote
 from smite_ops.was import MapShapeError
 
 
-def track_vote_filter(scores: Tensor, cells: Tensor, valid: Tensor, window: int = 15, radius: int = 0) -> Tensor:
+def track_vote_filter(
+    scores: Tensor, cells: Tensor, valid: Tensor, window: int = 15, radius: int = 0, flips_only: bool = False
+) -> Tensor:
     """Filter class scores along tracks (see the module docstring).
 
     Args:
@@ -34,6 +37,8 @@ def track_vote_filter(scores: Tensor, cells: Tensor, valid: Tensor, window: int 
         valid: ``(T, N)`` bool, point visible on the grid.
         window: voting window in frames.
         radius: spread of each reached cell's correction, in cells (0: only the reached cells change).
+        flips_only: correct only the reached cells whose voted label differs from their label in ``scores``
+            (cells that already agree keep their scores, and with them the soft boundaries between parts).
 
     Returns:
         ``(T, P, h, w)`` filtered scores in ``scores``' dtype, without gradient.
@@ -41,6 +46,9 @@ def track_vote_filter(scores: Tensor, cells: Tensor, valid: Tensor, window: int 
     if radius < 0:
         raise MapShapeError(f"track_vote_filter: radius must be >= 0 cells, got {radius}")
     voted = vote(scores, cells, valid, window)
+    if flips_only:
+        agree = voted.argmax(dim=1, keepdim=True) == scores.argmax(dim=1, keepdim=True)
+        voted = torch.where(agree, scores.detach(), voted)
     if radius == 0:
         return voted
     frames, _, height, width = scores.shape

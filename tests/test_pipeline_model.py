@@ -70,6 +70,6 @@ def test_guided_refinement_runs_through_the_tiny_smite_model(tmp_path: Path) -> 
     assert sorted({r["frame_index"] for r in rows}) == list(range(24))
     assert (tmp_path / "out" / "tracks" / "video_id=car_00" / "part-00000.parquet").exists()
     cost = read_manifest(str(tmp_path / "out"), "car_00")["cost"]
-    # windows [0,16) [8,24), fast mode: phase A 1 pass + phase B (2 passes + 1 step x 1 update x 3) per window frame
-    assert cost["unet_frame_forwards"] == 2 * 16 * (1 + 2 + 3) / 24
+    # windows [0,16) [8,24), full mode: phase A 1 pass + phase B (4 passes + 3 steps x 1 update x 3) per window frame
+    assert cost["unet_frame_forwards"] == 2 * 16 * (1 + 4 + 9) / 24
     assert cost["tracker_point_frames"] > 0

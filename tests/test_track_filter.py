@@ -62,3 +62,17 @@ def test_bad_radius_is_refused() -> None:
     cells, valid = torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool)
     with pytest.raises(MapShapeError, match="radius"):
         track_vote_filter(torch.zeros(2, 2, 1, 1), cells, valid, radius=-1)
+
+
+def test_flips_only_corrects_relabelled_cells_and_keeps_agreeing_ones() -> None:
+    scores = flickering_scores()
+    scores[1, 1, 0, 2] = 3.0  # a more confident agreeing frame: the vote's mean is (0, 1.5)
+    points, seen = still_point(5, 2.0)
+    cells, valid = project_to_grid(points, seen, (1, 5), (1, 5))
+    everything = track_vote_filter(scores, cells, valid, window=5)
+    flips = track_vote_filter(scores, cells, valid, window=5, flips_only=True)
+    vote_mean = torch.tensor([0.0, 1.5], dtype=torch.float64)
+    torch.testing.assert_close(everything[0, :, 0, 2], vote_mean)  # the plain vote rewrites agreeing cells too
+    torch.testing.assert_close(flips[2, :, 0, 2], vote_mean)  # the flickering frame is relabelled
+    keep = [0, 1, 3, 4]
+    torch.testing.assert_close(flips[keep], scores[keep], atol=0, rtol=0)  # agreeing frames keep their scores
