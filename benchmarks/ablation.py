@@ -45,7 +45,7 @@ from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
 from smite_ops.metrics import davis_f, gt_consistent_flicker, miou
 from smite_ops.part_model import load_part_model
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter
-from smite_ops.tracking.base import Tracks
+from smite_ops.tracking.base import PointTracker, Tracks
 from smite_ops.tracking.long_video import ChunkConfig, VideoTracks, slice_tracks, track_long_video
 from smite_ops.tracking.lucas_kanade import LucasKanadeTracker
 from smite_ops.tracking.queries import grid_queries, query_frames_for
@@ -72,12 +72,15 @@ def rows(iterations: int) -> list[Row]:
     return table
 
 
-def video_tracks(frames: torch.Tensor, spacing: int) -> VideoTracks:
-    """LK tracks of ``(T, 3, H, W)`` uint8 frames: a grid every ``spacing`` px, seeded every 8 frames."""
+def video_tracks(
+    frames: torch.Tensor, spacing: int, every: int = 8, tracker: PointTracker | None = None
+) -> VideoTracks:
+    """Tracks of ``(T, 3, H, W)`` uint8 frames: a grid every ``spacing`` px, seeded every ``every`` frames
+    (default tracker: Lucas-Kanade)."""
     count, _, height, width = frames.shape
-    queries = grid_queries(height, width, query_frames_for(count, 8), spacing)
+    queries = grid_queries(height, width, query_frames_for(count, every), spacing)
     config = ChunkConfig(chunk_frames=max(count, 2), overlap_frames=1, horizon=16)
-    return track_long_video(LucasKanadeTracker(), lambda a, b: frames[a:b], count, queries, config)
+    return track_long_video(tracker or LucasKanadeTracker(), lambda a, b: frames[a:b], count, queries, config)
 
 
 @dataclass

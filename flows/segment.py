@@ -36,7 +36,7 @@ from pipeline.inputs import VideoInput, expand_inputs
 from pipeline.manifest import is_committed, read_manifest
 from pipeline.out_root import check_output
 from pipeline.references import load_reference_set
-from pipeline.report import RunReport, VideoSection, video_section, write_report
+from pipeline.report import RunReport, VideoSection, cost_facts, video_section, write_report
 from pipeline.segmenters import NearestColourFactory, PartModelFactory, SegmenterFactory
 from pipeline.shared_tracks import check_tracker
 from smite_ops.errors import InputError
@@ -201,6 +201,8 @@ def run_facts(run: SegmentRun, inputs: list[str]) -> dict[str, str]:
     counts = {status: len(batch.with_status(status)) if batch else 0 for status in ("done", "skipped", "failed")}
     segment_seconds = batch.seconds if batch else 0.0
     frames = batch.frames if batch else 0
+    done = batch.with_status("done") if batch else []
+    cost = cost_facts([read_manifest(run.out, video.video_id) or {} for video in done])
     return {
         "Prefect flow run": str(flow_run.get_name() or "none"),
         "inputs": " ".join(inputs),
@@ -212,6 +214,7 @@ def run_facts(run: SegmentRun, inputs: list[str]) -> dict[str, str]:
         "segmentation time": f"{segment_seconds:.1f} s"
         + (f" ({frames / segment_seconds:.2f} frames/s)" if frames and segment_seconds else ""),
         "run time": f"{run.seconds:.1f} s",
+        **cost,
         "finished (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
     }
 

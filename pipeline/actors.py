@@ -53,6 +53,7 @@ class ShardResult:
         scores: per window, in shard order, ``(window.length, P, h, w)`` float16 class scores.
         model_seconds: wall time spent inside segmenter calls, s.
         decode_seconds: wall time spent decoding the shard's frames, s.
+        frame_forwards: UNet frame-forward equivalents spent on the shard (a backward counts two).
     """
 
     shard: Shard
@@ -60,6 +61,7 @@ class ShardResult:
     scores: tuple[tuple[Window, torch.Tensor], ...]
     model_seconds: float
     decode_seconds: float
+    frame_forwards: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class ShardWorker:
         if tracks is not None and (self.loaded.refine is None or reference is None):
             raise ValueError("guided refinement needs a segmenter with guidance on and phase-A reference scores")
         model_seconds = 0.0
+        count = self.loaded.frame_forwards or (lambda: 0)
+        forwards_before = count()
         scores = []
         for window in shard.windows:
             local = slice(window.start - shard.start, window.stop - shard.start)
@@ -129,18 +133,22 @@ class ShardWorker:
             scores.append((window, window_scores.to(torch.float16).cpu()))
         self.shards += 1
         self.model_seconds += model_seconds
-        return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds)
+        forwards = count() - forwards_before
+        return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds, forwards)
 
-    def track(self, info: VideoInfo, config: JobConfig) -> VideoTracks:
-        """Point tracks of one whole video (see :mod:`pipeline.shared_tracks`), with the tracker built once.
+    def track(self, info: VideoInfo, config: JobConfig) -> tuple[VideoTracks, int]:
+        """Point tracks of one whole video (see :mod:`pipeline.shared_tracks`), with the tracker built once,
+        and the tracker work spent on them (``VideoTracks.point_frames``).
 
-        Run as an actor task, the result stays in the object store: every shard that needs the tracks gets
-        them from there without a recompute. Tracking runs in the shard actors because they already hold
-        the job's CPUs or GPUs (a separate task could wait forever for resources the actors keep).
+        Run as an actor task with two returns, the tracks stay in the object store: every shard that needs them
+        gets them from there without a recompute, and the driver reads only the work count. Tracking runs in
+        the shard actors because they already hold the job's CPUs or GPUs (a separate task could wait forever
+        for resources the actors keep).
         """
         if self._tracker is None:
             self._tracker = make_tracker(config)
-        return compute_video_tracks(info, config, self._tracker)
+        tracks = compute_video_tracks(info, config, self._tracker)
+        return tracks, tracks.point_frames
 
     def stats(self) -> WorkerStats:
         """This process's counters and peak resident memory."""

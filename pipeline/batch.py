@@ -166,6 +166,7 @@ class _Driver:
         self.results: dict[str, VideoResult] = {}
         self.jobs: dict[str, VideoJob] = {}
         self.tracks: dict[str, ray.ObjectRef] = {}
+        self.tracker_work: dict[str, ray.ObjectRef] = {}
         self.queue: deque[tuple[Shard, ray.ObjectRef | None]] = deque()  # (shard, phase-B reference scores)
         self.in_flight: dict[ray.ObjectRef, tuple[Shard, int]] = {}
         self.groups = reserve_actor_slots(config.runtime, placement_timeout_s, tqdm.write)
@@ -192,6 +193,7 @@ class _Driver:
         if job is not None:
             job.abort()
         self.tracks.pop(video.video_id, None)
+        self.tracker_work.pop(video.video_id, None)
         kind, message = _describe(error)
         self._finish(VideoResult(video.video_id, video.uri, "failed", error_type=kind, error=message))
 
@@ -215,7 +217,8 @@ class _Driver:
             self.jobs[video.video_id] = job
             if needs_tracks(self.config):
                 actor = self._least_loaded()
-                self.tracks[video.video_id] = self.actors[actor].track.remote(plan.info, self.config)
+                tracks, work = self.actors[actor].track.options(num_returns=2).remote(plan.info, self.config)
+                self.tracks[video.video_id], self.tracker_work[video.video_id] = tracks, work
             self.queue.extend((shard, None) for shard in plan.shards)
             return True
         return False
@@ -271,9 +274,9 @@ class _Driver:
             self._fail(job.plan.video, error)
 
     def _commit(self, job: VideoJob) -> None:
-        tracks_ref = self.tracks.pop(job.video_id, None)
-        written = tracks_ref is not None and self.config.output.tracks
-        manifest = job.commit(ray.get(tracks_ref) if written else None)
+        tracks_ref, work_ref = self.tracks.pop(job.video_id, None), self.tracker_work.pop(job.video_id, None)
+        tracks = ray.get(tracks_ref) if tracks_ref is not None and self.config.output.tracks else None
+        manifest = job.commit(tracks, ray.get(work_ref) if work_ref is not None else 0)
         del self.jobs[job.video_id]
         video = job.plan.video
         outputs = {**manifest.outputs, "manifest": manifest_path(self.out_uri, video.video_id)}

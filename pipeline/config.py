@@ -117,13 +117,27 @@ class SegmentConfig(_Windowed):
     seed: int = 777
 
 
+GUIDANCE_MODE_PRESETS: dict[str, dict[str, Any]] = {
+    "filter": {"overlap": 0, "timesteps": [104, 103, 102, 101], "iterations": 15},
+    "fast": {"overlap": 0, "timesteps": [104, 103], "iterations": 3},
+    "full": {"overlap": 8, "timesteps": [104, 103, 102, 101], "iterations": 15},
+}
+"""Values of ``overlap``, ``timesteps`` and ``iterations`` that each ``guidance.mode`` takes when they are unset or
+null (``full``: the guidance shipped before issue 16; ``filter`` runs no latent update, so only its overlap matters)."""
+
+
 class GuidanceConfig(_Windowed):
     """Spatio-temporal latent guidance (METHOD.md §4.4, §5-7); off when both weights are 0 (the reference's default).
 
-    Our default is the best row of ``benchmarks/ablation.py``: tracking term only, with the paper's soft (KL)
-    track loss; it halved flicker and gained mIoU on the synthetic benchmark (README, Temporal consistency).
+    ``mode`` picks the phase-B refinement (``smite_ops.temporal``): ``full`` (default) = the reference's guided loop
+    (tracking term only, soft KL loss: the best row of ``benchmarks/ablation.py``); ``fast`` = the zero-UNet
+    track-vote filter, then a few latent updates toward the filtered scores, windows without overlap (1/23 of the
+    cost); ``filter`` = the filter alone. ``overlap``, ``timesteps`` and ``iterations`` left null take the mode's preset
+    (:data:`GUIDANCE_MODE_PRESETS`); ``benchmarks/temporal_frontier.py`` measures the modes (README).
     """
 
+    mode: Literal["filter", "fast", "full"] = Field("full", description="phase-B refinement (smite_ops.temporal)")
+    filter_radius: NonNegativeInt = Field(0, description="track-vote filter: spread of each correction, in map cells")
     track_weight: NonNegativeFloat = 0.1
     reg_weight: NonNegativeFloat = 0.0
     window: PositiveInt = 16
@@ -146,6 +160,14 @@ class GuidanceConfig(_Windowed):
         "soft", description="hard: CE against voted labels (reference); soft: KL against the voted vectors"
     )
     gradient_checkpointing: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_presets(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        preset = GUIDANCE_MODE_PRESETS.get(data.get("mode") or "full", {})
+        return {**data, **{key: value for key, value in preset.items() if data.get(key) is None}}
 
     @property
     def enabled(self) -> bool:

@@ -45,6 +45,8 @@ class VideoManifest:
         timings: seconds spent: ``total`` (first shard to commit) and ``model`` (inside segmenter calls, summed).
         mask_rows: rows written to the mask dataset.
         versions: package versions of the run.
+        cost: per output frame: ``unet_frame_forwards`` (UNet frame-forward equivalents of both phases, a backward
+            counting two) and ``tracker_point_frames`` (points x frames of every tracker call).
     """
 
     video_id: str
@@ -61,6 +63,7 @@ class VideoManifest:
     mask_rows: int
     commit_key: str = ""
     versions: dict[str, str] = field(default_factory=lambda: package_versions())
+    cost: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,20 @@ def committed_video_ids(out_uri: str) -> list[str]:
     return sorted(name.rpartition("/")[2][: -len(".json")] for name in names if name.endswith(".json"))
 
 
+def cost_facts(manifests: list[Mapping]) -> dict[str, str]:
+    """Frame-weighted mean cost per output frame over manifests that record one (issue 16), as report facts."""
+    recorded = [m for m in manifests if m.get("cost") and m.get("num_frames")]
+    frames = sum(int(m["num_frames"]) for m in recorded)
+    if not frames:
+        return {}
+    facts = {}
+    for key, label in (("unet_frame_forwards", "UNet frame-forwards / frame"),
+                       ("tracker_point_frames", "tracker point-frames / frame")):
+        total = sum(float(m["cost"].get(key, 0.0)) * int(m["num_frames"]) for m in recorded)
+        facts[label] = f"{total / frames:.1f}"
+    return facts
+
+
 def output_report(out_uri: str, *, threshold: float = 0.5) -> RunReport:
     """A report of everything committed under an output root (as opposed to one run's videos).
 
@@ -252,5 +266,6 @@ def output_report(out_uri: str, *, threshold: float = 0.5) -> RunReport:
         "model ids": " ".join(sorted({str(data.get("model_id")) for data in manifests.values()})),
         "config digests": " ".join(sorted({str(data.get("config_digest")) for data in manifests.values()})),
         "segmentation time (sum)": f"{sum(section.seconds for section in sections):.1f} s",
+        **cost_facts(list(manifests.values())),
     }
     return RunReport("SMITE outputs", facts, sections, threshold=threshold)

@@ -38,12 +38,14 @@ class LoadedSegmenter:
         part_names: the ``P`` class names, ``background`` first.
         model_id: a short id of the model, written to every mask row.
         refine: guided refinement, present when the job has guidance on.
+        frame_forwards: UNet frame-forward equivalents run so far (a backward counts two); None: no UNet.
     """
 
     segment: SegmentFn
     part_names: list[str]
     model_id: str
     refine: RefineFn | None = None
+    frame_forwards: Callable[[], int] | None = None
 
 
 SegmenterFactory = Callable[[], LoadedSegmenter]
@@ -63,13 +65,20 @@ class PartModelFactory:
 
         segmenter, part_model = build_segmenter(self.model_dir, self.config)
         refine = None
-        if self.config.guidance.enabled:
+        guidance = self.config.guidance
+        if guidance.enabled:
             from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
+            from smite_ops.temporal import TemporalRefiner
 
-            section = self.config.guidance.model_dump()
+            section = guidance.model_dump()
             shared = {f.name: section[f.name] for f in fields(GuidanceSettings) if f.name in section}
-            refine = GuidedSegmenter(segmenter, GuidanceSettings(**shared | {"timesteps": tuple(shared["timesteps"])}))
-        return LoadedSegmenter(segmenter, part_model.part_names, part_model.model_id, refine)
+            settings = GuidanceSettings(**shared | {"timesteps": tuple(shared["timesteps"])})
+            guided = None if guidance.mode == "filter" else GuidedSegmenter(segmenter, settings)
+            refine = TemporalRefiner(guidance.mode, guided, guidance.voting_window, guidance.filter_radius)
+        runner = segmenter.runner
+        return LoadedSegmenter(
+            segmenter, part_model.part_names, part_model.model_id, refine, lambda: runner.frame_forwards
+        )
 
     def fingerprint(self) -> dict[str, str]:
         """Content hashes of the part model's files and of the backbone it was trained on (for commit keys).

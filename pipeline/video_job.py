@@ -66,6 +66,7 @@ class VideoJob:
         self.commit_key = commit_key
         self.started = time.perf_counter()
         self.model_seconds = 0.0
+        self.frame_forwards = 0
         video, info = plan.video, plan.info
         self.stitcher = ScoreStitcher(list(plan.windows), info.num_frames)
         self._completed_stops: list[int] = []
@@ -108,6 +109,7 @@ class VideoJob:
             scores ``(shard.stop - shard.start, P, h, w)`` float32; otherwise an empty list.
         """
         self.model_seconds += result.model_seconds
+        self.frame_forwards += result.frame_forwards
         if self.reference is not None and not result.guided:
             self._reference_stops.append(result.shard.stop)
             for window, scores in result.scores:
@@ -141,23 +143,27 @@ class VideoJob:
             self.overlay.write(next(self._frames), labels)
         self.bar.update(1)
 
-    def commit(self, tracks: VideoTracks | None) -> VideoManifest:
+    def commit(self, tracks: VideoTracks | None, tracker_point_frames: int = 0) -> VideoManifest:
         """Publish every output (overlay, tracks, masks), then the manifest that marks the video committed.
 
-        An earlier commit of the video is withdrawn first (its manifest removed); when any step fails (e.g. a
-        full disk), the outputs published so far are removed again, so only committed videos have outputs.
+        ``tracks`` are written when given; ``tracker_point_frames`` is the tracker work spent on the video's
+        tracks (``VideoTracks.point_frames``), recorded in the manifest's ``cost``. An earlier commit of the
+        video is withdrawn first (its manifest removed); when any step fails (e.g. a full disk), the outputs
+        published so far are removed again, so only committed videos have outputs.
         """
         remove_manifest(self.root, self.video_id)
         outputs: dict[str, str] = {}
         try:
-            manifest = self._publish(tracks, outputs)
+            manifest = self._publish(tracks, tracker_point_frames, outputs)
         except BaseException:
             self._unpublish(outputs)
             raise
         self.close()
         return manifest
 
-    def _publish(self, tracks: VideoTracks | None, outputs: dict[str, str]) -> VideoManifest:
+    def _publish(
+        self, tracks: VideoTracks | None, tracker_point_frames: int, outputs: dict[str, str]
+    ) -> VideoManifest:
         """Move the outputs into place, recording each in ``outputs`` as it lands, and write the manifest."""
         video, info = self.plan.video, self.plan.info
         if self.overlay is not None:
@@ -168,11 +174,16 @@ class VideoJob:
             )
         outputs["masks"] = self.masks.commit()
         timings = {"total": time.perf_counter() - self.started, "model": self.model_seconds}
+        frames = max(info.num_frames, 1)
+        cost = {
+            "unet_frame_forwards": self.frame_forwards / frames,
+            "tracker_point_frames": tracker_point_frames / frames,
+        }
         manifest = VideoManifest(
             video_id=video.video_id, uri=video.uri, num_frames=info.num_frames, fps=info.fps, height=info.height,
             width=info.width, model_id=self.model_id, part_names=self.part_names,
             config_digest=self.config.digest(), outputs=outputs, timings=timings, mask_rows=self.masks.rows_written,
-            commit_key=self.commit_key,
+            commit_key=self.commit_key, cost=cost,
         )
         write_manifest(self.root, manifest)
         return manifest

@@ -151,6 +151,7 @@ class GuidedWindow:
         track_frame_size: tuple[int, int],
         generator: torch.Generator,
         out_size: int | None = None,
+        votes: Tensor | None = None,
     ) -> Tensor:
         """Guide one window and return its final class scores.
 
@@ -161,12 +162,15 @@ class GuidedWindow:
             track_frame_size: ``(H, W)`` of the frames given to the tracker.
             generator: seeds the noise added at the first timestep.
             out_size: side of the returned scores; None = the map size.
+            votes: ``(T, P, s, s)`` fixed tracking votes ``S_trk`` for every step (e.g. the track-filtered
+                phase-A scores, ``smite_ops.temporal``); None = vote on each step's current maps (the reference).
 
         Returns:
             ``(T, P, out, out)`` float32 inference-variant WAS of the last pass.
         """
         frames = latents.shape[0]
-        if tracks.num_frames != frames or reference.dim() != 4 or reference.shape[:2] != (frames, self.num_parts):
+        fixed = (reference,) if votes is None else (reference, votes)
+        if tracks.num_frames != frames or any(m.dim() != 4 or m.shape[:2] != (frames, self.num_parts) for m in fixed):
             raise GuidanceError(
                 f"a window of {frames} frames and {self.num_parts} classes got tracks of {tracks.num_frames} frames "
                 f"and reference maps {tuple(reference.shape)}"
@@ -184,7 +188,10 @@ class GuidedWindow:
             if cells is None:
                 cells, valid = project_to_grid(tracks.points, tracks.visible, track_frame_size, (size, size))
                 cells, valid = cells.to(z.device), valid.to(z.device)
-            voted = vote(current, cells, valid, self.settings.voting_window)
+            if votes is None:
+                voted = vote(current, cells, valid, self.settings.voting_window)
+            else:
+                voted = resize_scores(votes.float(), size).to(z.device)
             ref = resize_scores(reference.float(), size).to(z.device)
             threshold = self.settings.first_step_threshold if index == 0 else self.settings.dct_threshold
             z = self.optimise(z, t_next, current, voted, ref, threshold)
@@ -234,6 +241,7 @@ class GuidedWindow:
                     maps = self.runner.inference_maps(self.num_parts).float()
                     energy = self.energy(maps, a, b, voted, reference, latest, threshold)
                     energy.backward()
+                    self.runner.count_backward(b - a, settings.gradient_checkpointing)
                     self.runner.release()
                     optimiser.step()
                     latest[a:b] = maps.detach()
@@ -291,7 +299,13 @@ class GuidedSegmenter:
         self.guide = GuidedWindow(segmenter.runner, segmenter.conditioning, segmenter.num_parts, settings)
 
     def __call__(
-        self, frames: Tensor, reference: Tensor, tracks: Tracks, track_frame_size: tuple[int, int], seed: int
+        self,
+        frames: Tensor,
+        reference: Tensor,
+        tracks: Tracks,
+        track_frame_size: tuple[int, int],
+        seed: int,
+        votes: Tensor | None = None,
     ) -> Tensor:
         """Segment one window with guidance.
 
@@ -301,6 +315,7 @@ class GuidedSegmenter:
                 with the overlap frames handed over from the previous window).
             tracks: the window's tracks; pixels in ``track_frame_size = (H, W)``.
             seed: seeds VAE sampling and noise.
+            votes: fixed tracking votes ``(T, P, s, s)`` (see :meth:`GuidedWindow.__call__`); None = per step.
 
         Returns:
             ``(T, P, S, S)`` float32 class scores, ``S`` = the segmenter's output size (default: the map size).
@@ -308,4 +323,5 @@ class GuidedSegmenter:
         generator = torch.Generator().manual_seed(seed)
         side = self.segmenter.settings.resolution
         latents = self.segmenter.runner.encode(resize(to_unit_range(frames), (side, side)), generator)
-        return self.guide(latents, reference, tracks, track_frame_size, generator, self.segmenter.settings.output_size)
+        out_size = self.segmenter.settings.output_size
+        return self.guide(latents, reference, tracks, track_frame_size, generator, out_size, votes)

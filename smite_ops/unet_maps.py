@@ -55,6 +55,9 @@ class MapRunner:
     ) -> None:
         self.backbone = backbone
         self.options = options
+        self.frame_forwards = 0
+        """UNet frame-forward equivalents run so far: frames through :meth:`predict`, plus what callers that
+        backpropagate add with :meth:`count_backward` (a backward counts two forwards)."""
         self.video = configure_video_unet(
             backbone.unet, cross_frame=cross_frame, pooled_group_norm=pooled_group_norm,
             conditional_half=conditional_half,
@@ -102,12 +105,18 @@ class MapRunner:
             The noise prediction ``(B*F, C, h, w)``; the captured attention of this call replaces the last.
         """
         self.video.capture.clear()
+        self.frame_forwards += latents.shape[0]
         if conditioning.dim() == 2:
             conditioning = conditioning.expand(latents.shape[0], *conditioning.shape)
         self.video.num_frames = num_frames
         return self.backbone.unet(
             latents, timestep, encoder_hidden_states=conditioning.to(self.device, self.dtype)
         ).sample
+
+    def count_backward(self, frames: int, recomputed: bool = False) -> None:
+        """Count a backward pass through the last :meth:`predict` of ``frames`` frames: two frame-forwards each,
+        three when gradient checkpointing recomputes the forward."""
+        self.frame_forwards += (3 if recomputed else 2) * frames
 
     @property
     def map_size(self) -> int:

@@ -19,7 +19,11 @@ def test_production_defaults_match_method() -> None:
     cfg = load_config()
     assert cfg.model.base == "stabilityai/stable-diffusion-2-1-base"
     assert (cfg.segment.window, cfg.segment.overlap) == (18, 0)
-    assert (cfg.guidance.window, cfg.guidance.overlap) == (16, 8)
+    assert (cfg.guidance.mode, cfg.guidance.window, cfg.guidance.overlap) == ("full", 16, 8)
+    assert (cfg.guidance.timesteps, cfg.guidance.iterations) == ([104, 103, 102, 101], 15)
+    fast = load_config(None, ["guidance.mode=fast"]).guidance  # the mode's preset fills what is not set
+    assert (fast.overlap, fast.timesteps, fast.iterations) == (0, [104, 103], 3)
+    assert load_config(None, ["guidance.mode=fast", "guidance.iterations=5"]).guidance.iterations == 5
     assert cfg.train.t_range == (5, 100) and cfg.segment.t_range == (95, 104)
     assert cfg.guidance.enabled and (cfg.guidance.track_weight, cfg.guidance.reg_weight) == (0.1, 0.0)
     assert not load_config("tiny").guidance.enabled

@@ -11,6 +11,7 @@ from pycocotools import mask as coco_mask
 
 from pipeline.batch import segment_videos
 from pipeline.config import JobConfig, load_config
+from pipeline.manifest import read_manifest
 from pipeline.synth import generate_benchmark
 from pipeline.train import train_part_model
 from smite_ops.part_model import load_part_model
@@ -68,3 +69,7 @@ def test_guided_refinement_runs_through_the_tiny_smite_model(tmp_path: Path) -> 
     rows = ds.dataset(tmp_path / "out" / "masks", partitioning="hive").to_table().to_pylist()
     assert sorted({r["frame_index"] for r in rows}) == list(range(24))
     assert (tmp_path / "out" / "tracks" / "video_id=car_00" / "part-00000.parquet").exists()
+    cost = read_manifest(str(tmp_path / "out"), "car_00")["cost"]
+    # windows [0,16) [8,24), full mode: phase A 1 pass + phase B (4 passes + 3 steps x 1 update x 3) per window frame
+    assert cost["unet_frame_forwards"] == 2 * 16 * (1 + 4 + 9) / 24
+    assert cost["tracker_point_frames"] > 0

@@ -43,6 +43,7 @@ def test_plans_are_deterministic_and_follow_the_guidance_geometry() -> None:
     unguided = load_config(None, ["guidance.track_weight=0"])
     guided = load_config(None, ["guidance.track_weight=1.0", "runtime.windows_per_shard=3"])
     assert window_geometry(unguided) == (18, 0) and window_geometry(guided) == (16, 8)
+    assert window_geometry(load_config(None, ["guidance.mode=fast"])) == (16, 0)  # fast: windows without overlap
     video = VideoInput("clip", "clip.mp4")
     first, second = plan_video(video, _info(288), guided), plan_video(video, _info(288), guided)
     assert first == second

@@ -25,7 +25,7 @@ window out of it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -73,6 +73,7 @@ class VideoTracks:
         points: ``(N, L, 2)`` float32 pixel ``(x, y)`` over the lifetime.
         visible: ``(N, L)`` bool over the lifetime; a point is invisible outside its lifetime.
         query_frames: ``(N,)`` int64, the frame each point was queried in.
+        point_frames: tracker work spent on these tracks: points x frames summed over every tracker call.
     """
 
     num_frames: int
@@ -80,6 +81,7 @@ class VideoTracks:
     points: torch.Tensor
     visible: torch.Tensor
     query_frames: torch.Tensor
+    point_frames: int = 0
 
     def __post_init__(self) -> None:
         n, length, two = self.points.shape
@@ -138,6 +140,7 @@ def track_long_video(
     boundaries = torch.tensor([(start + chunks[k - 1][1]) // 2 for k, (start, _) in enumerate(chunks) if k])
     owner = torch.searchsorted(boundaries, query_frames, right=True)
     query_xy = queries[:, 1:].to(torch.float32)
+    work = 0  # tracker point-frames
     for k, (start, stop) in enumerate(chunks):
         owned = torch.nonzero(owner == k).flatten()
         carried, carried_at = state.forward_handover(start, chunks[k - 1][1]) if k else _NO_POINTS
@@ -146,6 +149,7 @@ def track_long_video(
         tracks = _run(tracker, read_chunk, start, stop, at, xy)
         if tracks is None:
             continue
+        work += (stop - start) * at.numel()
         begin = torch.maximum(state.band_start[owned], torch.tensor(start))
         state.write(owned, begin, state.band_end(owned, stop), start, tracks, columns=slice(0, owned.numel()))
         end = state.band_end(carried, stop)
@@ -155,9 +159,10 @@ def track_long_video(
         carried, carried_at = state.backward_handover(chunks[k + 1][0], stop)
         tracks = _run(tracker, read_chunk, start, stop, carried_at, state.position(carried, carried_at))
         if tracks is not None:
+            work += (stop - start) * carried_at.numel()
             begin = torch.maximum(state.band_start[carried], torch.tensor(start))
             state.write(carried, begin, carried_at, start, tracks, columns=slice(None))
-    return state.finish(query_frames)
+    return replace(state.finish(query_frames), point_frames=work)
 
 
 def slice_tracks(tracks: VideoTracks, start: int, stop: int) -> Tracks:

@@ -221,3 +221,26 @@ def test_query_planning_refuses_bad_arguments() -> None:
         query_frames_for(10, 0)
     with pytest.raises(ValueError, match="spacing"):
         grid_queries(16, 16, [0], spacing=0)
+
+
+class CountingTracker(LucasKanadeTracker):
+    """Lucas-Kanade that sums the points x frames of every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.point_frames = 0
+
+    def track(self, video: torch.Tensor, queries: torch.Tensor) -> Tracks:
+        self.point_frames += video.shape[0] * queries.shape[0]
+        return super().track(video, queries)
+
+
+def test_tracks_record_the_tracker_work_spent_on_them(video: WanderingTexture) -> None:
+    torch.set_num_threads(1)
+    queries = grid_queries(SIZE, SIZE, query_frames_for(120, every=16), spacing=16)
+    tracker = CountingTracker()
+    tracks = track_long_video(tracker, video.read_chunk, 120, queries, ChunkConfig(40, 8, horizon=12))
+    assert tracks.point_frames == tracker.point_frames > 120 * 16  # forward and backward hand-overs included
+    few = grid_queries(SIZE, SIZE, [0, 10], spacing=32)  # 2 x 4 points
+    single = track_long_video(LucasKanadeTracker(), video.read_chunk, 30, few, CONFIG)
+    assert single.point_frames == 30 * 8  # one chunk: every point over every frame
