@@ -267,6 +267,34 @@ def report(
     typer.echo(f"report: {path}")
 
 
+@app.command("export")
+@reports_input_errors
+def export(
+    out: Annotated[str, typer.Argument(help="output root of segmentation runs (masks/, _manifest/)")],
+    dest: Annotated[
+        str | None, typer.Option("--dest", "-d", help="export folder, path or URL (default OUT/exports/FORMAT)")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="coco, cvat or labelstudio")] = "coco",
+    videos: Annotated[list[str] | None, typer.Option("--videos", help="video id to export (repeat; default all)")]
+    = None,
+    frames: Annotated[str, typer.Option(help="all, or flagged: only the frames flagged for review")] = "all",
+    images: Annotated[bool, typer.Option(help="also write the exported frames as PNG images")] = True,
+    image_url_prefix: Annotated[
+        str, typer.Option(help="Label Studio: prefix of image URLs, e.g. /data/local-files/?d=")
+    ] = "",
+) -> None:
+    """Export committed masks to a labeling tool's format (COCO JSON, CVAT for video XML, Label Studio JSON)."""
+    from pipeline.export import export_masks
+
+    target = dest or f"{out.rstrip('/')}/exports/{fmt}"
+    result = export_masks(out, target, fmt, video_ids=videos, frames=frames, images=images,
+                          image_url_prefix=image_url_prefix)
+    typer.echo(
+        f"{result.format}: {result.videos} video(s), {result.frames} frame(s), {result.masks} mask(s), "
+        f"{result.images} image(s) -> {result.dest.rstrip('/')}/ ({', '.join(result.annotation_files)})"
+    )
+
+
 def main() -> None:
     """Console-script entry point. Prefect and Ray usage statistics stay off unless the environment asks."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -18,7 +18,13 @@ import numpy as np
 from pipeline.batch import VideoResult
 from pipeline.evaluate import EvaluationReport, Scores
 from pipeline.manifest import MANIFEST_DIR, read_manifest
-from pipeline.report_outputs import RunOutputError, flag_low_confidence, frame_confidence, thumbnails
+from pipeline.report_outputs import (
+    RunOutputError,
+    committed_video_ids,
+    flag_low_confidence,
+    frame_confidence,
+    thumbnails,
+)
 from pipeline.report_svg import confidence_plot
 
 _METRIC_COLUMNS = (
@@ -217,14 +223,6 @@ def write_report(report: RunReport, uri: str) -> str:
     with fs.open(path, "w", encoding="utf-8") as file:
         file.write(render_html(report))
     return str(uri)
-
-
-def committed_video_ids(out_uri: str) -> list[str]:
-    """Ids of the videos committed under ``out_uri`` (one ``_manifest/<id>.json`` each), sorted."""
-    fs, base = fsspec.core.url_to_fs(str(out_uri))
-    folder = f"{base.rstrip('/')}/{MANIFEST_DIR}"
-    names = fs.ls(folder, detail=False) if fs.isdir(folder) else []
-    return sorted(name.rpartition("/")[2][: -len(".json")] for name in names if name.endswith(".json"))
 
 
 def output_report(out_uri: str, *, threshold: float = 0.5) -> RunReport:

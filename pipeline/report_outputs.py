@@ -22,12 +22,21 @@ import pyarrow.parquet as pq
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from pipeline.manifest import MANIFEST_DIR
 from pipeline.video import probe_video, read_frames
 from smite_ops.errors import InputError
 
 
 class RunOutputError(InputError):
     """A run's outputs are missing or unreadable; the message names the folder or file."""
+
+
+def committed_video_ids(out_uri: str) -> list[str]:
+    """Ids of the videos committed under ``out_uri`` (one ``_manifest/<id>.json`` each), sorted."""
+    fs, base = fsspec.core.url_to_fs(str(out_uri))
+    folder = f"{base.rstrip('/')}/{MANIFEST_DIR}"
+    names = fs.ls(folder, detail=False) if fs.isdir(folder) else []
+    return sorted(name.rpartition("/")[2][: -len(".json")] for name in names if name.endswith(".json"))
 
 
 def masks_partition(out_uri: str, video_id: str) -> tuple[fsspec.AbstractFileSystem, str]:
