@@ -1,35 +1,158 @@
-"""Review signals: which frames of a committed video a person should check first."""
+"""Review signals: which frames of a committed video a person should check first, and why.
+
+Everything here is computed from the committed masks dataset alone (one row per frame and part present:
+``area`` and ``score``, see :mod:`pipeline.masks_sink`), so it works for every run, old or new. Per frame
+``t`` and part ``p``, over the neighbouring frames ``N(t) = {t-w..t+w} \\ {t}`` (``w`` = ``window``):
+
+* **presence change** ``|present[t, p] - mean(present[N(t), p])|`` in [0, 1]: 1 when a part present in
+  every neighbour is missing here (a wheel that disappears), or when a part absent from every neighbour
+  appears here;
+* **area change** ``|a[t, p] - m| / (max(a[t, p], m) + min_area)`` in [0, 1], where ``a`` is the part's area
+  as a fraction of the frame and ``m`` its median over ``N(t)``: a part that shrinks to half its usual size
+  scores about 0.5, a vanished one about 1;
+* **part confidence**: the area-weighted mean of the parts' ``score`` (mean class probability inside each
+  mask) over the non-background parts only; background pixels are easy and would hide the parts' doubt.
+  Its signal is the fall below the video's median part confidence.
+
+The frame score is ``max_p area_change[t, p] + confidence_weight * max(0, median - part_confidence[t])``
+(the presence change is contained in the area change; it is kept as a separate signal for the report's
+timelines). A frame is flagged when its score reaches ``threshold``. The defaults were tuned on the
+synthetic car videos and validated on faces and horses by ``benchmarks/review_flags.py`` (README, "Review
+flags"). Signals of disagreement between overlapping windows or with the point tracks' votes would need
+outputs that the masks dataset does not keep, and are not computed.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow.compute as pc
 
-from pipeline.report_outputs import flag_low_confidence, frame_confidence
+from pipeline.report_outputs import read_video_masks
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """How frames are scored and flagged.
+
+    Attributes:
+        window: neighbours on each side of a frame that define what is usual there (frames).
+        min_area: area floor of the area change, as a fraction of the frame (damps noise on tiny parts).
+        confidence_weight: weight of the part-confidence fall in the frame score.
+        threshold: frames scoring at least this are flagged for review.
+    """
+
+    window: int = 2
+    min_area: float = 0.002
+    confidence_weight: float = 1.0
+    threshold: float = 0.5
 
 
 @dataclass(frozen=True)
 class VideoReview:
-    """A video's per-frame review score and flags.
+    """A video's review signals, frame score and flags.
 
     Attributes:
         frame_indices: ``(K,)`` int64 frames with masks, ascending.
+        area: ``(K, P)`` float64 area of each class as a fraction of the frame (column 0: background).
+        presence_change: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
+        area_change: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
+        part_confidence: ``(K,)`` float64 in [0, 1], mean probability over non-background pixels (1 when a
+            frame has no part).
         score: ``(K,)`` float64 review score, higher = more likely wrong.
         flagged: ``(K,)`` bool, frames for human review.
     """
 
     frame_indices: np.ndarray
+    area: np.ndarray
+    presence_change: np.ndarray
+    area_change: np.ndarray
+    part_confidence: np.ndarray
     score: np.ndarray
     flagged: np.ndarray
+
+    @property
+    def present(self) -> np.ndarray:
+        """``(K, P)`` bool: which classes each frame holds."""
+        return self.area > 0
 
     @property
     def review_frames(self) -> np.ndarray:
         """Flagged frame indices, ascending."""
         return self.frame_indices[self.flagged]
 
+    @property
+    def worst_part(self) -> np.ndarray:
+        """``(K,)`` int64: the non-background part with the largest area change in each frame."""
+        if self.area_change.shape[1] < 2:
+            return np.zeros(len(self.frame_indices), np.int64)
+        return 1 + self.area_change[:, 1:].argmax(axis=1)
 
-def review_video(out_uri: str, video_id: str) -> VideoReview:
-    """Score and flag the frames of one committed video."""
-    frames, confidence = frame_confidence(out_uri, video_id)
-    return VideoReview(frames, 1.0 - confidence, flag_low_confidence(confidence))
+
+def _neighbours(values: np.ndarray, window: int) -> np.ndarray:
+    """``(K, 2w, ...)`` values of each frame's neighbours, NaN past the ends (frames in order)."""
+    padded = np.concatenate([np.full((window, *values.shape[1:]), np.nan), values,
+                             np.full((window, *values.shape[1:]), np.nan)])
+    offsets = [offset for offset in range(-window, window + 1) if offset != 0]
+    return np.stack([padded[window + offset : window + offset + len(values)] for offset in offsets], axis=1)
+
+
+def review_signals(
+    frame_indices: np.ndarray, area: np.ndarray, score: np.ndarray, settings: ReviewSettings = ReviewSettings()
+) -> VideoReview:
+    """The review signals, score and flags of one video from its per-frame part areas and scores.
+
+    Args:
+        frame_indices: ``(K,)`` frame indices, ascending.
+        area: ``(K, P)`` area of each class as a fraction of the frame (0 where absent; column 0 background).
+        score: ``(K, P)`` mean class probability inside each class's mask (ignored where absent).
+        settings: window, noise floor, weights and threshold.
+    """
+    area = np.asarray(area, dtype=np.float64)
+    frames = np.asarray(frame_indices, dtype=np.int64)
+    if len(frames) == 0:
+        empty = np.zeros((0, area.shape[1] if area.ndim == 2 else 1))
+        return VideoReview(frames, empty, empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, bool))
+    present = (area > 0).astype(np.float64)
+    with np.errstate(all="ignore"):  # frames whose neighbours are all past the ends (a one-frame video)
+        usual_presence = np.nanmean(_neighbours(present, settings.window), axis=1)
+        usual_area = np.nanmedian(_neighbours(area, settings.window), axis=1)
+    usual_presence = np.where(np.isnan(usual_presence), present, usual_presence)  # no neighbour: nothing usual
+    usual_area = np.where(np.isnan(usual_area), area, usual_area)
+    presence_change = np.abs(present - usual_presence)
+    area_change = np.abs(area - usual_area) / (np.maximum(area, usual_area) + settings.min_area)
+    presence_change[:, 0] = area_change[:, 0] = 0.0
+    foreground = area[:, 1:]
+    weighted = (foreground * np.nan_to_num(np.asarray(score, dtype=np.float64)[:, 1:])).sum(axis=1)
+    total = foreground.sum(axis=1)
+    part_confidence = np.where(total > 0, weighted / np.maximum(total, 1e-12), 1.0)
+    fall = np.maximum(0.0, np.median(part_confidence) - part_confidence)
+    frame_score = area_change.max(axis=1) + settings.confidence_weight * fall
+    return VideoReview(frames, area, presence_change, area_change, part_confidence, frame_score,
+                       frame_score >= settings.threshold)
+
+
+def part_table(out_uri: str, video_id: str, num_parts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One committed video's per-frame class areas and scores, from its mask rows.
+
+    Returns:
+        ``(frame_indices (K,) int64, area (K, P) fraction of the frame, score (K, P) float64, NaN where absent)``.
+    """
+    table = read_video_masks(out_uri, video_id, ["frame_index", "part_id", "height", "width", "area", "score"])
+    frames = table["frame_index"].to_numpy().astype(np.int64)
+    indices, rows = np.unique(frames, return_inverse=True)
+    parts = table["part_id"].to_numpy().astype(np.int64)
+    pixels = (table["height"].to_numpy() * table["width"].to_numpy()).astype(np.float64)
+    area = np.zeros((len(indices), max(num_parts, int(parts.max(initial=0)) + 1)))
+    score = np.full(area.shape, np.nan)
+    area[rows, parts] = table["area"].to_numpy() / pixels
+    score[rows, parts] = pc.fill_null(table["score"], np.nan).to_numpy()
+    return indices, area, score
+
+
+def review_video(
+    out_uri: str, video_id: str, settings: ReviewSettings = ReviewSettings(), num_parts: int = 0
+) -> VideoReview:
+    """Score and flag the frames of one committed video (``num_parts``: class count, when known)."""
+    return review_signals(*part_table(out_uri, video_id, num_parts), settings)
