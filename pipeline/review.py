@@ -24,6 +24,7 @@ outputs that the masks dataset does not keep, and are not computed.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,7 +116,7 @@ def review_signals(
         empty = np.zeros((0, area.shape[1] if area.ndim == 2 else 1))
         return VideoReview(frames, empty, empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, bool))
     present = (area > 0).astype(np.float64)
-    with np.errstate(all="ignore"):  # frames whose neighbours are all past the ends (a one-frame video)
+    with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # no neighbour at all: one frame
         usual_presence = np.nanmean(_neighbours(present, settings.window), axis=1)
         usual_area = np.nanmedian(_neighbours(area, settings.window), axis=1)
     usual_presence = np.where(np.isnan(usual_presence), present, usual_presence)  # no neighbour: nothing usual
