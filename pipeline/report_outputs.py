@@ -98,22 +98,32 @@ def label_maps(out_uri: str, video_id: str) -> tuple[np.ndarray, np.ndarray]:
     return indices, labels
 
 
+def frame_thumbnails(video_uri: str, frame_indices: list[int], width: int = 192) -> list[bytes]:
+    """PNG bytes of the given frames of a video, scaled to ``width`` pixels wide, in the order given.
+
+    Raises:
+        pipeline.video.VideoError: the video is missing or unreadable, or a frame is out of range.
+    """
+    info = probe_video(video_uri)
+    height = max(1, round(info.height * width / info.width))
+    images = []
+    for index in frame_indices:
+        frame = read_frames(video_uri, int(index), int(index) + 1, size=(height, width))[0]
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="PNG", optimize=True)
+        images.append(buffer.getvalue())
+    return images
+
+
 def thumbnails(video_uri: str, count: int = 4, width: int = 192) -> list[bytes]:
     """PNG bytes of ``count`` evenly spaced frames of a video, scaled to ``width`` pixels wide.
 
     Raises:
         pipeline.video.VideoError: the video is missing or unreadable.
     """
-    info = probe_video(video_uri)
-    height = max(1, round(info.height * width / info.width))
-    picks = np.unique(np.linspace(0, info.num_frames - 1, num=max(1, count)).round().astype(int))
-    images = []
-    for index in picks:
-        frame = read_frames(video_uri, int(index), int(index) + 1, size=(height, width))[0]
-        buffer = io.BytesIO()
-        Image.fromarray(frame).save(buffer, format="PNG", optimize=True)
-        images.append(buffer.getvalue())
-    return images
+    last = probe_video(video_uri).num_frames - 1
+    picks = np.unique(np.linspace(0, last, num=max(1, count)).round().astype(int))
+    return frame_thumbnails(video_uri, picks.tolist(), width)
 
 
 def flag_low_confidence(confidence: np.ndarray, threshold: float = 0.5, drop: float = 0.15) -> np.ndarray:

@@ -57,6 +57,7 @@ class VideoReview:
     Attributes:
         frame_indices: ``(K,)`` int64 frames with masks, ascending.
         area: ``(K, P)`` float64 area of each class as a fraction of the frame (column 0: background).
+        usual_area: ``(K, P)`` float64 median area over each frame's neighbours (the frame's own without any).
         presence_change: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
         area_change: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
         part_confidence: ``(K,)`` float64 in [0, 1], mean probability over non-background pixels (1 when a
@@ -67,6 +68,7 @@ class VideoReview:
 
     frame_indices: np.ndarray
     area: np.ndarray
+    usual_area: np.ndarray
     presence_change: np.ndarray
     area_change: np.ndarray
     part_confidence: np.ndarray
@@ -82,6 +84,19 @@ class VideoReview:
     def review_frames(self) -> np.ndarray:
         """Flagged frame indices, ascending."""
         return self.frame_indices[self.flagged]
+
+    def reason(self, position: int, part_names: list[str] | tuple[str, ...]) -> str:
+        """Why the frame at ``position`` (row, not frame index) scores as it does, in a few words."""
+        part = int(self.worst_part[position])
+        name = part_names[part] if part < len(part_names) else f"part {part}"
+        area, usual = self.area[position, part], self.usual_area[position, part]
+        if usual > 0 and area == 0:
+            change = f"{name} missing"
+        elif area > 0 and usual == 0:
+            change = f"{name} appears"
+        else:
+            change = f"{name} area {100 * (area - usual) / max(usual, 1e-12):+.0f} %"
+        return f"{change}; part confidence {self.part_confidence[position]:.2f}"
 
     @property
     def worst_part(self) -> np.ndarray:
@@ -114,7 +129,7 @@ def review_signals(
     frames = np.asarray(frame_indices, dtype=np.int64)
     if len(frames) == 0:
         empty = np.zeros((0, area.shape[1] if area.ndim == 2 else 1))
-        return VideoReview(frames, empty, empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, bool))
+        return VideoReview(frames, empty, empty, empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, bool))
     present = (area > 0).astype(np.float64)
     with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # no neighbour at all: one frame
         usual_presence = np.nanmean(_neighbours(present, settings.window), axis=1)
@@ -130,7 +145,7 @@ def review_signals(
     part_confidence = np.where(total > 0, weighted / np.maximum(total, 1e-12), 1.0)
     fall = np.maximum(0.0, np.median(part_confidence) - part_confidence)
     frame_score = area_change.max(axis=1) + settings.confidence_weight * fall
-    return VideoReview(frames, area, presence_change, area_change, part_confidence, frame_score,
+    return VideoReview(frames, area, usual_area, presence_change, area_change, part_confidence, frame_score,
                        frame_score >= settings.threshold)
 
 
