@@ -115,17 +115,6 @@ def frame_thumbnails(video_uri: str, frame_indices: list[int], width: int = 192)
     return images
 
 
-def thumbnails(video_uri: str, count: int = 4, width: int = 192) -> list[bytes]:
-    """PNG bytes of ``count`` evenly spaced frames of a video, scaled to ``width`` pixels wide.
-
-    Raises:
-        pipeline.video.VideoError: the video is missing or unreadable.
-    """
-    last = probe_video(video_uri).num_frames - 1
-    picks = np.unique(np.linspace(0, last, num=max(1, count)).round().astype(int))
-    return frame_thumbnails(video_uri, picks.tolist(), width)
-
-
 def flag_low_confidence(confidence: np.ndarray, threshold: float = 0.5, drop: float = 0.15) -> np.ndarray:
     """Which frames need human review: confidence below ``threshold``, or more than ``drop`` below the median.
 

@@ -12,7 +12,7 @@ from pipeline.batch import VideoResult
 from pipeline.evaluate import EvaluationReport, VideoScores
 from pipeline.masks_sink import VideoMaskWriter
 from pipeline.report import RunReport, VideoSection, output_report, render_html, video_section, write_report
-from pipeline.report_outputs import RunOutputError, flag_low_confidence, frame_confidence, label_maps, thumbnails
+from pipeline.report_outputs import RunOutputError, flag_low_confidence, frame_confidence, frame_thumbnails, label_maps
 from pipeline.report_svg import presence_timeline, score_plot
 from pipeline.video import write_video
 
@@ -68,15 +68,15 @@ def test_flagging_uses_the_floor_and_the_drop_below_the_median() -> None:
     assert not flag_low_confidence(np.full(4, 0.6), threshold=0.5).any()
 
 
-def test_thumbnails_are_evenly_spaced_pngs_of_the_requested_width(tmp_path: Path) -> None:
+def test_thumbnails_are_pngs_of_the_requested_frames_and_width(tmp_path: Path) -> None:
     frames = np.zeros((9, 32, 48, 3), np.uint8)
     for t in range(9):
         frames[t, :, :, 0] = 20 * t  # the red level encodes the frame index
     video = tmp_path / "v.mp4"
     write_video(str(video), frames, fps=10)
-    images = [np.asarray(Image.open(io.BytesIO(png))) for png in thumbnails(str(video), count=3, width=24)]
+    images = [np.asarray(Image.open(io.BytesIO(png))) for png in frame_thumbnails(str(video), [8, 0, 4], width=24)]
     assert [image.shape for image in images] == [(16, 24, 3)] * 3
-    assert [round(float(image[..., 0].mean()) / 20) for image in images] == [0, 4, 8]
+    assert [round(float(image[..., 0].mean()) / 20) for image in images] == [8, 0, 4]
 
 
 def test_svg_plot_marks_each_flagged_frame() -> None:
