@@ -2,24 +2,24 @@
 
 Everything here is computed from the committed masks dataset alone (one row per frame and part present:
 ``area`` and ``score``, see :mod:`pipeline.masks_sink`), so it works for every run, old or new. Per frame
-``t`` and part ``p``, over the neighbouring frames ``N(t) = {t-w..t+w} \\ {t}`` (``w`` = ``window``):
+``t`` and part ``p`` (``a[t, p]``: the part's area as a fraction of the frame):
 
-* **presence change** ``|present[t, p] - mean(present[N(t), p])|`` in [0, 1]: 1 when a part present in
-  every neighbour is missing here (a wheel that disappears), or when a part absent from every neighbour
-  appears here;
-* **area change** ``|a[t, p] - m| / (max(a[t, p], m) + min_area)`` in [0, 1], where ``a`` is the part's area
-  as a fraction of the frame and ``m`` its median over ``N(t)``: a part that shrinks to half its usual size
-  scores about 0.5, a vanished one about 1;
+* **shrink** ``max(0, M[p] - a[t, p]) / (M[p] + min_area)`` in [0, 1], ``M[p]`` the part's median area over
+  the video: 1 when a part that the video usually shows is missing (a wheel that disappears, also for
+  many frames in a row), about 0.5 when it is at half its usual size;
+* **presence change** ``|present[t, p] - mean(present[N(t), p])|`` over the neighbouring frames
+  ``N(t) = {t-w..t+w} \\ {t}``: 1 when a part present in every neighbour is missing here, or the reverse;
+* **area change** ``|a[t, p] - m| / (max(a[t, p], m) + min_area)``, ``m`` the part's median area over
+  ``N(t)``: sudden jumps;
 * **part confidence**: the area-weighted mean of the parts' ``score`` (mean class probability inside each
-  mask) over the non-background parts only; background pixels are easy and would hide the parts' doubt.
-  Its signal is the fall below the video's median part confidence.
+  mask) over the non-background parts only (background pixels are easy and would hide the parts' doubt).
 
-The frame score is ``max_p area_change[t, p] + confidence_weight * max(0, median - part_confidence[t])``
-(the presence change is contained in the area change; it is kept as a separate signal for the report's
-timelines). A frame is flagged when its score reaches ``threshold``. The defaults were tuned on the
-synthetic car videos and validated on faces and horses by ``benchmarks/review_flags.py`` (README, "Review
-flags"). Signals of disagreement between overlapping windows or with the point tracks' votes would need
-outputs that the masks dataset does not keep, and are not computed.
+The frame score is ``max_p shrink[t, p] + confidence_weight * max(0, median - part_confidence[t])``, and a
+frame is flagged when it reaches ``threshold``. On the demo's car video (the tuning video) ranking frames by
+shrink found the bad frames best; the local presence and area changes and the confidence fall ranked them
+worse (``benchmarks/review_flags.py``, README "Review flags"), so they are reported, not scored
+(``confidence_weight`` defaults to 0). Disagreement between overlapping windows or with the point tracks'
+votes would need outputs that the masks dataset does not keep, and is not computed.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class ReviewSettings:
     """
 
     window: int = 2
-    min_area: float = 0.002
-    confidence_weight: float = 1.0
+    min_area: float = 0.005
+    confidence_weight: float = 0.0
     threshold: float = 0.5
 
 
@@ -57,7 +57,8 @@ class VideoReview:
     Attributes:
         frame_indices: ``(K,)`` int64 frames with masks, ascending.
         area: ``(K, P)`` float64 area of each class as a fraction of the frame (column 0: background).
-        usual_area: ``(K, P)`` float64 median area over each frame's neighbours (the frame's own without any).
+        typical_area: ``(P,)`` float64 median area of each class over the video.
+        shrink: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
         presence_change: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
         area_change: ``(K, P)`` float64 in [0, 1] (module docstring; background column 0).
         part_confidence: ``(K,)`` float64 in [0, 1], mean probability over non-background pixels (1 when a
@@ -68,7 +69,8 @@ class VideoReview:
 
     frame_indices: np.ndarray
     area: np.ndarray
-    usual_area: np.ndarray
+    typical_area: np.ndarray
+    shrink: np.ndarray
     presence_change: np.ndarray
     area_change: np.ndarray
     part_confidence: np.ndarray
@@ -89,21 +91,21 @@ class VideoReview:
         """Why the frame at ``position`` (row, not frame index) scores as it does, in a few words."""
         part = int(self.worst_part[position])
         name = part_names[part] if part < len(part_names) else f"part {part}"
-        area, usual = self.area[position, part], self.usual_area[position, part]
+        area, usual = self.area[position, part], self.typical_area[part]
         if usual > 0 and area == 0:
             change = f"{name} missing"
         elif area > 0 and usual == 0:
             change = f"{name} appears"
         else:
-            change = f"{name} area {100 * (area - usual) / max(usual, 1e-12):+.0f} %"
+            change = f"{name} area {100 * (area - usual) / max(usual, 1e-12):+.0f} % of its usual"
         return f"{change}; part confidence {self.part_confidence[position]:.2f}"
 
     @property
     def worst_part(self) -> np.ndarray:
-        """``(K,)`` int64: the non-background part with the largest area change in each frame."""
-        if self.area_change.shape[1] < 2:
+        """``(K,)`` int64: the non-background part that shrank most in each frame (the one driving its score)."""
+        if self.shrink.shape[1] < 2:
             return np.zeros(len(self.frame_indices), np.int64)
-        return 1 + self.area_change[:, 1:].argmax(axis=1)
+        return 1 + self.shrink[:, 1:].argmax(axis=1)
 
 
 def _neighbours(values: np.ndarray, window: int) -> np.ndarray:
@@ -129,7 +131,8 @@ def review_signals(
     frames = np.asarray(frame_indices, dtype=np.int64)
     if len(frames) == 0:
         empty = np.zeros((0, area.shape[1] if area.ndim == 2 else 1))
-        return VideoReview(frames, empty, empty, empty, empty, np.zeros(0), np.zeros(0), np.zeros(0, bool))
+        return VideoReview(frames, empty, np.zeros(empty.shape[1]), empty, empty, empty, np.zeros(0), np.zeros(0),
+                           np.zeros(0, bool))
     present = (area > 0).astype(np.float64)
     with warnings.catch_warnings(action="ignore", category=RuntimeWarning):  # no neighbour at all: one frame
         usual_presence = np.nanmean(_neighbours(present, settings.window), axis=1)
@@ -138,14 +141,16 @@ def review_signals(
     usual_area = np.where(np.isnan(usual_area), area, usual_area)
     presence_change = np.abs(present - usual_presence)
     area_change = np.abs(area - usual_area) / (np.maximum(area, usual_area) + settings.min_area)
-    presence_change[:, 0] = area_change[:, 0] = 0.0
+    typical = np.median(area, axis=0)
+    shrink = np.maximum(0.0, typical - area) / (typical + settings.min_area)
+    presence_change[:, 0] = area_change[:, 0] = shrink[:, 0] = 0.0
     foreground = area[:, 1:]
     weighted = (foreground * np.nan_to_num(np.asarray(score, dtype=np.float64)[:, 1:])).sum(axis=1)
     total = foreground.sum(axis=1)
     part_confidence = np.where(total > 0, weighted / np.maximum(total, 1e-12), 1.0)
     fall = np.maximum(0.0, np.median(part_confidence) - part_confidence)
-    frame_score = area_change.max(axis=1) + settings.confidence_weight * fall
-    return VideoReview(frames, area, usual_area, presence_change, area_change, part_confidence, frame_score,
+    frame_score = shrink.max(axis=1) + settings.confidence_weight * fall
+    return VideoReview(frames, area, typical, shrink, presence_change, area_change, part_confidence, frame_score,
                        frame_score >= settings.threshold)
 
 

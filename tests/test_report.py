@@ -102,6 +102,7 @@ def test_presence_timeline_draws_one_bar_per_run_of_frames() -> None:
 
 def _section(tmp_path: Path) -> VideoSection:
     labels = _labels(6, 32, 48)
+    labels[2][labels[2] == 2] = 1  # the wheel disappears in frame 2
     _write_masks(tmp_path, "clip", labels, [0.9, 0.9, 0.2, 0.9, 0.9, 0.9])
     write_video(str(tmp_path / "overlays" / "clip.mp4"), np.full((6, 32, 48, 3), 200, np.uint8), fps=6)
     return video_section(str(tmp_path), VideoResult("clip", "/in/clip.mp4", "done", num_frames=6, seconds=1.5))
@@ -123,7 +124,7 @@ def test_html_report_is_self_contained_and_lists_frames_to_review(tmp_path: Path
     assert html.count('src="data:image/png;base64,') == 4
     assert "87.50" in html and "n/a" in html and "model-x" in html and "abc123" in html
     assert "1 frame(s) to review: 2" in html and "not a video &lt;bad&gt;" in html
-    assert "frame 2: score 0.70; part 1 area +0 %; part confidence 0.20" in html  # the worst frame comes first
+    assert "frame 2: score 0.54; part 2 missing; part confidence 0.20" in html  # the worst frame comes first
     assert html.index("overlay frame 2") < html.index("overlay frame 0")
     assert html.count('class="swatch"') >= 2 and ">wheel<" not in html  # no manifest here: generic part names
     path = write_report(report, str(tmp_path / "reports" / "r.html"))

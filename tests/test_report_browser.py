@@ -60,7 +60,7 @@ def test_chromium_renders_tables_plot_and_thumbnails(tmp_path: Path) -> None:
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert "<title>Browser check</title>" in dom.stdout and dom.stdout.count("<table") == 5
     assert "75.25" in dom.stdout and dom.stdout.count('class="flagged"') == 4  # score plot and timeline
-    assert "2 frame(s) to review: 2, 5" in dom.stdout and "frame 2: score 0.98; wheel missing" in dom.stdout
+    assert "2 frame(s) to review: 2, 5" in dom.stdout and "frame 2: score 0.95; wheel missing" in dom.stdout
     assert dom.stdout.count('class="present"') == 4  # body 0-6; wheel 0-1, 3-4, 6
     assert 'href="../overlays/clip_00.mp4"' in dom.stdout
 

@@ -21,31 +21,36 @@ def test_a_vanishing_part_is_flagged_and_its_neighbours_are_not() -> None:
     area[5] = [0.7, 0.3, 0.0]
     review = review_signals(np.arange(10), area, score)
     assert review.presence_change[5].tolist() == [0.0, 0.0, 1.0]
-    np.testing.assert_allclose(review.area_change[5, 2], 0.1 / 0.102)
+    np.testing.assert_allclose(review.shrink[5], [0.0, 0.0, 0.1 / 0.105])
+    np.testing.assert_allclose(review.area_change[5, 2], 0.1 / 0.105)
+    assert review.reason(5, PARTS) == "wheel missing; part confidence 0.90"
     assert review.review_frames.tolist() == [5] and review.worst_part[5] == 2
     np.testing.assert_allclose(review.presence_change[[3, 4, 6, 7], 2], 0.25)  # one neighbour in four lacks it
 
 
-def test_area_change_scales_with_the_jump_and_ignores_the_background() -> None:
-    area, score = _steady()
-    area[3, 2] = 0.05  # the wheel at half its size
-    area[7, 0] = 0.2  # only the background changes
-    review = review_signals(np.arange(10), area, score)
-    np.testing.assert_allclose(review.area_change[3, 2], 0.05 / 0.102)
-    assert review.area_change[7].max() == 0.0 and review.score[7] == 0.0
-    assert review.flagged[3] == (ReviewSettings().threshold <= 0.05 / 0.102)
+def test_shrink_scores_a_part_below_its_usual_size_even_for_many_frames() -> None:
+    area, score = _steady(14)
+    area[2:7, 2] = 0.0  # the wheel is missing for five frames: the neighbours alone would miss the middle ones
+    area[9, 2] = 0.04  # then at 40 % of its size
+    area[10, 0] = 0.2  # only the background changes
+    review = review_signals(np.arange(14), area, score)
+    assert review.review_frames.tolist() == [2, 3, 4, 5, 6, 9]
+    assert review.presence_change[4, 2] == 0.0  # in the middle of the gap every neighbour lacks it too
+    np.testing.assert_allclose(review.score[9], 0.06 / 0.105)
+    assert review.reason(9, PARTS) == "wheel area -60 % of its usual; part confidence 0.90"
+    assert review.score[10] == 0.0 and review.area_change[10].max() == 0.0
 
 
-def test_part_confidence_leaves_out_the_background() -> None:
+def test_part_confidence_leaves_out_the_background_and_is_scored_only_when_asked() -> None:
     area, score = _steady()
     score[:, 0] = 0.2  # unsure background everywhere does not matter
     score[4, 1:] = 0.3  # unsure parts in frame 4 do
     review = review_signals(np.arange(10), area, score)
     np.testing.assert_allclose(review.part_confidence[[0, 4]], [0.9, 0.3])
-    np.testing.assert_allclose(review.score[4], 0.6)
-    assert review.review_frames.tolist() == [4]
-    quiet = review_signals(np.arange(10), area, score, ReviewSettings(confidence_weight=0.0))
-    assert not quiet.flagged.any()
+    assert not review.flagged.any()  # by default the score is the shrink alone
+    weighted = review_signals(np.arange(10), area, score, ReviewSettings(confidence_weight=1.0))
+    np.testing.assert_allclose(weighted.score[4], 0.6)
+    assert weighted.review_frames.tolist() == [4]
 
 
 def test_short_and_empty_videos() -> None:
