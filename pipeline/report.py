@@ -328,10 +328,10 @@ def render_html(report: RunReport, base: str | None = None) -> str:
         f"<title>{escape(report.title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{escape(report.title)}</h1><h2>Run</h2>{facts}{evaluation}"
         f"<h2>Videos</h2>{summary}"
-        f"<p>A frame is flagged for review when its review score reaches {report.threshold:.2f}: the largest "
-        "relative change of a part's area against the neighbouring frames (1 when a part goes missing), plus "
-        "the fall of its part confidence (mean probability over non-background pixels) below the video's "
-        f"median.</p>{sections}</body></html>\n"
+        f"<p>A frame is flagged for review when its review score reaches {report.threshold:.2f}: how far its "
+        "most shrunken part falls below that part's usual (median) size in the video, 1 when a part the video "
+        "usually shows is missing. Part confidence is the mean class probability over non-background pixels."
+        f"</p>{sections}</body></html>\n"
     )
 
 
