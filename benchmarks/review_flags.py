@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=96, help="frame side of a generated benchmark (pixels)")
     parser.add_argument("--frames", type=int, default=48, help="frames per generated video")
     parser.add_argument("--videos", type=int, default=3, help="videos per kind of a generated benchmark")
-    parser.add_argument("--margin", type=float, default=10.0, help="bad frame: this many mIoU points below median")
+    parser.add_argument("--margin", type=float, default=5.0, help="bad frame: this many mIoU points below median")
     parser.add_argument("--run", type=Path, help="score a committed run instead of the baseline")
     parser.add_argument("--data", type=Path, help="the dataset of --run (ground truth)")
     parser.add_argument("--tuning-videos", nargs="*", default=[], help="videos used for tuning (default: cars)")
