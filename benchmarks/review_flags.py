@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     table: dict[str, dict[str, float]] = {}
     tuned: list[FrameRows] = []
     held_out: list[FrameRows] = []
+    held_out_groups = 0
     for name, (out, dataset, videos) in runs.items():
         for split in (True, False):
             chosen = [video for video in videos if _tuning(name, video, args.tuning_videos) == split]
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{name} {', '.join(chosen)}" if args.run is not None else name
             table[label + (" (tuning)" if split else "")] = summary(rows)
             (tuned if split else held_out).extend(rows)
-    if tuned and held_out:
+            held_out_groups += not split
+    if held_out_groups > 1:
         table["all held out"] = summary(held_out)
     print(f"review flags: threshold {settings.threshold}, window {settings.window}, bad = frame mIoU more than "
           f"{args.margin:g} points below its video's median")
