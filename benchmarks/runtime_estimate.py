@@ -45,6 +45,10 @@ def unit_flops() -> tuple[float, float]:
     return float(unet_flops), float(vae_flops)
 
 
+def _seconds(value: float) -> str:
+    return f"~{value:.0f} s" if value >= 10 else f"~{value:.2g} s"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Print the FLOP counts and the estimated GPU times (markdown)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| job | TFLOP | " + " | ".join(f"{gpu} (estimate)" for gpu in SUSTAINED_TFLOPS) + " |")
     print("|---|---:|" + "---:|" * len(SUSTAINED_TFLOPS))
     for job, flops in jobs.items():
-        times = " | ".join(f"~{flops / 1e12 / rate:.2g} s" for rate in SUSTAINED_TFLOPS.values())
+        times = " | ".join(_seconds(flops / 1e12 / rate) for rate in SUSTAINED_TFLOPS.values())
         print(f"| {job} | {flops / 1e12:,.0f} | {times} |")
 
 
