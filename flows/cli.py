@@ -43,7 +43,7 @@ BaselineOption = Annotated[
     typer.Option(help="use the nearest-colour baseline fitted on this reference set instead of a part model"),
 ]
 ThresholdOption = Annotated[
-    float, typer.Option(min=0.0, max=1.0, help="flag frames whose mean mask confidence is below this for review")
+    float, typer.Option(min=0.0, max=1.0, help="flag frames whose review score (part shrink) reaches this")
 ]
 
 

@@ -232,9 +232,9 @@ def _link(uri: str | None, base: str | None) -> str:
     return f'<a class="overlay" href="{escape(href)}">overlay video</a>'
 
 
-def _summary_row(video: VideoSection, base: str | None) -> list[str]:
+def _summary_row(video: VideoSection, base: str | None, page: str | None) -> list[str]:
     status = f'<span class="failed">{video.status}</span>' if video.status == "failed" else video.status
-    name = f'<a href="#video-{escape(video.video_id)}">{escape(video.video_id)}</a>'
+    name = f'<a href="{escape(page or "#video-" + video.video_id)}">{escape(video.video_id)}</a>'
     mean = f"{video.confidence.mean():.3f}" if video.confidence.size else "n/a"
     low = f"{video.confidence.min():.3f}" if video.confidence.size else "n/a"
     flagged = int(video.flagged.sum())
@@ -310,18 +310,21 @@ def _video_html(video: VideoSection, threshold: float, base: str | None) -> str:
             f'<h4>Worst frames first</h4><div class="thumbs">{figures}</div>{signals}</div>')
 
 
-def render_html(report: RunReport, base: str | None = None) -> str:
+def render_html(report: RunReport, base: str | None = None, pages: Mapping[str, str] | None = None) -> str:
     """The report as one self-contained HTML document (no external CSS, scripts, fonts or images).
 
-    ``base``: where the page will be written, to link the overlay videos relative to it.
+    ``base``: where the page will be written, to link the overlay videos relative to it. ``pages``: video id ->
+    link of that video's own page; when given, this is an index page: the video cards are left out.
     """
     facts = _table(["fact", "value"], [[escape(k), escape(v)] for k, v in report.facts.items()], "facts")
     summary = _table(
         ["video", "status", "frames", "seconds", "part confidence (mean)", "part confidence (min)",
          "frames to review", "worst frame", "overlay"],
-        [_summary_row(video, base) for video in report.videos],
+        [_summary_row(video, base, (pages or {}).get(video.video_id)) for video in report.videos],
     )
-    sections = "".join(_video_html(video, report.threshold, base) for video in report.videos)
+    sections = "" if pages is not None else "".join(
+        _video_html(video, report.threshold, base) for video in report.videos
+    )
     evaluation = _evaluation_html(report.evaluation) if report.evaluation is not None else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -335,14 +338,33 @@ def render_html(report: RunReport, base: str | None = None) -> str:
     )
 
 
-def write_report(report: RunReport, uri: str) -> str:
-    """Write :func:`render_html` of ``report`` to ``uri`` (local path or fsspec URL); returns ``uri``."""
+def _write_text(uri: str, text: str) -> None:
     fs, path = fsspec.core.url_to_fs(str(uri))
     parent = path.rpartition("/")[0]
     if parent:
         fs.makedirs(parent, exist_ok=True)
     with fs.open(path, "w", encoding="utf-8") as file:
-        file.write(render_html(report, str(uri)))
+        file.write(text)
+
+
+def write_report(report: RunReport, uri: str, *, max_videos_per_page: int = 50) -> str:
+    """Write ``report`` to ``uri`` (local path or fsspec URL); returns ``uri``.
+
+    Up to ``max_videos_per_page`` videos: one page (:func:`render_html`). More: ``uri`` is an index page (run
+    facts, metrics, the summary of every video) linking to one self-contained page per video,
+    ``<uri without .html>/<video_id>.html``, so that no page grows with the number of videos.
+    """
+    if len(report.videos) <= max_videos_per_page:
+        _write_text(uri, render_html(report, str(uri)))
+        return str(uri)
+    folder = str(uri).removesuffix(".html")
+    name = folder.rpartition("/")[2]
+    pages = {video.video_id: f"{name}/{video.video_id}.html" for video in report.videos}
+    for video in report.videos:
+        page = f"{folder}/{video.video_id}.html"
+        single = RunReport(f"{report.title}: {video.video_id}", report.facts, (video,), threshold=report.threshold)
+        _write_text(page, render_html(single, page))
+    _write_text(uri, render_html(report, str(uri), pages))
     return str(uri)
 
 

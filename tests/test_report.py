@@ -148,3 +148,21 @@ def test_output_report_covers_every_committed_video(tmp_path: Path) -> None:
     assert ">body</span>" in html and ">wheel</span>" in html  # the colour legend names the parts
     with pytest.raises(RunOutputError, match="no committed video"):
         output_report(str(tmp_path / "empty"))
+
+
+def test_many_videos_get_an_index_page_and_one_page_each(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    section = _section(tmp_path)
+    videos = tuple(replace(section, video_id=name) for name in ("a", "b", "c"))
+    index = Path(write_report(RunReport("Big run", {"model id": "m"}, videos), str(tmp_path / "r.html"),
+                              max_videos_per_page=2))
+    html = index.read_text(encoding="utf-8")
+    assert re.findall(r'href="(r/[^"]+)"', html) == ["r/a.html", "r/b.html", "r/c.html"]
+    assert "Worst frames first" not in html and "data:image/png" not in html  # the index stays small
+    for name in ("a", "b", "c"):
+        page = (tmp_path / "r" / f"{name}.html").read_text(encoding="utf-8")
+        assert f'id="video-{name}"' in page and page.count("data:image/png") == 4
+        assert 'href="../overlays/clip.mp4"' in page  # links stay relative to each page
+    single = Path(write_report(RunReport("Small", {}, videos[:2]), str(tmp_path / "s.html"), max_videos_per_page=2))
+    assert single.read_text(encoding="utf-8").count("Worst frames first") == 2 and not (tmp_path / "s").exists()
