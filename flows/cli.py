@@ -48,7 +48,7 @@ BaselineOption = Annotated[
     typer.Option(help="use the nearest-colour baseline fitted on this reference set instead of a part model"),
 ]
 ThresholdOption = Annotated[
-    float, typer.Option(min=0.0, max=1.0, help="flag frames whose mean mask confidence is below this for review")
+    float, typer.Option(min=0.0, max=1.0, help="flag frames whose review score (part shrink) reaches this")
 ]
 
 
@@ -289,6 +289,34 @@ def report(
     check_readable(out)
     path = write_report(output_report(out, threshold=threshold), html or report_uri(out, "outputs"))
     typer.echo(f"report: {path}")
+
+
+@app.command("export")
+@reports_input_errors
+def export(
+    out: Annotated[str, typer.Argument(help="output root of segmentation runs (masks/, _manifest/)")],
+    dest: Annotated[
+        str | None, typer.Option("--dest", "-d", help="export folder, path or URL (default OUT/exports/FORMAT)")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="coco, cvat or labelstudio")] = "coco",
+    videos: Annotated[list[str] | None, typer.Option("--videos", help="video id to export (repeat; default all)")]
+    = None,
+    frames: Annotated[str, typer.Option(help="all, or flagged: only the frames flagged for review")] = "all",
+    images: Annotated[bool, typer.Option(help="also write the exported frames as PNG images")] = True,
+    image_url_prefix: Annotated[
+        str, typer.Option(help="Label Studio: prefix of image URLs, e.g. /data/local-files/?d=")
+    ] = "",
+) -> None:
+    """Export committed masks to a labeling tool's format (COCO JSON, CVAT for video XML, Label Studio JSON)."""
+    from pipeline.export import export_masks
+
+    target = dest or f"{out.rstrip('/')}/exports/{fmt}"
+    result = export_masks(out, target, fmt, video_ids=videos, frames=frames, images=images,
+                          image_url_prefix=image_url_prefix)
+    typer.echo(
+        f"{result.format}: {result.videos} video(s), {result.frames} frame(s), {result.masks} mask(s), "
+        f"{result.images} image(s) -> {result.dest.rstrip('/')}/ ({', '.join(result.annotation_files)})"
+    )
 
 
 def main() -> None:

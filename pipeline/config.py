@@ -145,7 +145,9 @@ class GuidanceConfig(_Windowed):
     timesteps: list[Timestep] = Field(default_factory=lambda: [104, 103, 102, 101], min_length=1)
     iterations: PositiveInt = 15
     step_scale: Annotated[float, Field(gt=0)] = 10.0
-    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    # a two-item list, not a tuple: the mode-preset validator hands Python data to strict validation, where
+    # only a list accepts YAML's sequences
+    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [0.9, 0.999])
     eps: Annotated[float, Field(gt=0)] = 1e-5
     slice_frames: PositiveInt = 4
     voting_window: PositiveInt = 15

@@ -22,12 +22,21 @@ import pyarrow.parquet as pq
 from PIL import Image
 from pycocotools import mask as coco_mask
 
+from pipeline.manifest import MANIFEST_DIR
 from pipeline.video import probe_video, read_frames
 from smite_ops.errors import InputError
 
 
 class RunOutputError(InputError):
     """A run's outputs are missing or unreadable; the message names the folder or file."""
+
+
+def committed_video_ids(out_uri: str) -> list[str]:
+    """Ids of the videos committed under ``out_uri`` (one ``_manifest/<id>.json`` each), sorted."""
+    fs, base = fsspec.core.url_to_fs(str(out_uri))
+    folder = f"{base.rstrip('/')}/{MANIFEST_DIR}"
+    names = fs.ls(folder, detail=False) if fs.isdir(folder) else []
+    return sorted(name.rpartition("/")[2][: -len(".json")] for name in names if name.endswith(".json"))
 
 
 def masks_partition(out_uri: str, video_id: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -89,17 +98,16 @@ def label_maps(out_uri: str, video_id: str) -> tuple[np.ndarray, np.ndarray]:
     return indices, labels
 
 
-def thumbnails(video_uri: str, count: int = 4, width: int = 192) -> list[bytes]:
-    """PNG bytes of ``count`` evenly spaced frames of a video, scaled to ``width`` pixels wide.
+def frame_thumbnails(video_uri: str, frame_indices: list[int], width: int = 192) -> list[bytes]:
+    """PNG bytes of the given frames of a video, scaled to ``width`` pixels wide, in the order given.
 
     Raises:
-        pipeline.video.VideoError: the video is missing or unreadable.
+        pipeline.video.VideoError: the video is missing or unreadable, or a frame is out of range.
     """
     info = probe_video(video_uri)
     height = max(1, round(info.height * width / info.width))
-    picks = np.unique(np.linspace(0, info.num_frames - 1, num=max(1, count)).round().astype(int))
     images = []
-    for index in picks:
+    for index in frame_indices:
         frame = read_frames(video_uri, int(index), int(index) + 1, size=(height, width))[0]
         buffer = io.BytesIO()
         Image.fromarray(frame).save(buffer, format="PNG", optimize=True)

@@ -72,7 +72,7 @@ class PartModelFactory:
 
             section = guidance.model_dump()
             shared = {f.name: section[f.name] for f in fields(GuidanceSettings) if f.name in section}
-            settings = GuidanceSettings(**shared | {"timesteps": tuple(shared["timesteps"])})
+            settings = GuidanceSettings(**shared | {key: tuple(shared[key]) for key in ("timesteps", "betas")})
             guided = None if guidance.mode == "filter" else GuidedSegmenter(segmenter, settings)
             refine = TemporalRefiner(guidance.mode, guided, guidance.voting_window, guidance.filter_radius)
         runner = segmenter.runner

@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from pipeline.evaluate import EvaluationReport, VideoScores
+from pipeline.overlay import part_palette
 from pipeline.report import RunReport, VideoSection, write_report
 from pipeline.report_svg import FLAG_COLOUR
+from pipeline.review import review_signals
 
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
                None)
@@ -32,27 +34,35 @@ def _browser(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([BROWSER, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+PARTS = ("background", "body", "wheel")
+
+
 def _report(tmp_path: Path) -> Path:
     buffer = io.BytesIO()
     Image.new("RGB", (120, 90), MAGENTA).save(buffer, format="PNG")
-    confidence = np.array([0.9, 0.88, 0.2, 0.91, 0.9, 0.1, 0.92])
+    area = np.tile([0.6, 0.3, 0.1], (7, 1))
+    area[[2, 5], 2] = 0.0  # the wheel goes missing in frames 2 and 5
+    review = review_signals(np.arange(7), area, np.full(area.shape, 0.9))
     section = VideoSection(
-        "clip_00", "done", num_frames=7, seconds=2.0, frame_indices=np.arange(7), confidence=confidence,
-        flagged=confidence < 0.5, thumbnails=(buffer.getvalue(),) * 2,
+        "clip_00", "done", num_frames=7, seconds=2.0, frame_indices=np.arange(7), confidence=review.part_confidence,
+        flagged=review.flagged, thumbnails=(buffer.getvalue(),) * 2, thumbnail_frames=(2, 5), part_names=PARTS,
+        review=review, overlay=str(tmp_path / "overlays" / "clip_00.mp4"),
     )
     scores = VideoScores(video_id="clip_00", kind="car", frames=7, miou_ref=75.25, miou_present=80.0, j=0.7, f=0.6,
                          flicker=0.01)
     report = RunReport("Browser check", {"model id": "model-x"}, (section,), EvaluationReport([scores], size=64))
-    return Path(write_report(report, str(tmp_path / "report.html")))
+    return Path(write_report(report, str(tmp_path / "reports" / "report.html")))
 
 
 def test_chromium_renders_tables_plot_and_thumbnails(tmp_path: Path) -> None:
     page = _report(tmp_path).as_uri()
     dom = _browser(tmp_path, "--dump-dom", page)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert "<title>Browser check</title>" in dom.stdout and dom.stdout.count("<table") == 4
-    assert "75.25" in dom.stdout and dom.stdout.count('class="flagged"') == 2
-    assert "2 frame(s) to review: 2, 5" in dom.stdout
+    assert "<title>Browser check</title>" in dom.stdout and dom.stdout.count("<table") == 5
+    assert "75.25" in dom.stdout and dom.stdout.count('class="flagged"') == 4  # score plot and timeline
+    assert "2 frame(s) to review: 2, 5" in dom.stdout and "frame 2: score 0.95; wheel missing" in dom.stdout
+    assert dom.stdout.count('class="present"') == 4  # body 0-6; wheel 0-1, 3-4, 6
+    assert 'href="../overlays/clip_00.mp4"' in dom.stdout
 
     shot = tmp_path / "shot.png"
     result = _browser(tmp_path, "--window-size=1100,1600", f"--screenshot={shot}", page)
@@ -62,3 +72,5 @@ def test_chromium_renders_tables_plot_and_thumbnails(tmp_path: Path) -> None:
     assert magenta >= 2 * 100 * 80  # both base64 thumbnails were decoded and painted
     flag = tuple(int(FLAG_COLOUR[i : i + 2], 16) for i in (1, 3, 5))
     assert np.all(np.abs(pixels - flag) <= 8, axis=1).sum() > 20  # the red review markers were drawn
+    for colour in part_palette(len(PARTS))[1:].astype(int):  # legend swatches and presence bars in part colours
+        assert np.all(np.abs(pixels - colour) <= 8, axis=1).sum() > 200
