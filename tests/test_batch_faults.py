@@ -155,7 +155,9 @@ def test_a_full_disk_fails_that_video_only_and_leaves_only_committed_data(datase
     disk.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
         pytest.skip("mounting a tmpfs needs root")
-    noise = str(tmp_path / "noise.mp4")  # incompressible: its masks and overlay need far more than is left
+    # incompressible: its masks and overlay need far more than is left; beside car_00, so that car_00 keeps its id
+    # (ids are paths relative to the inputs' common folder)
+    noise = str(dataset / "videos" / "noise.mp4")
     write_video(noise, np.random.default_rng(0).integers(0, 256, (24, 96, 96, 3), dtype=np.uint8), fps=8)
     try:
         assert [v.status for v in _run(dataset, disk, videos=("car_00",)).videos] == ["done"]
