@@ -44,11 +44,13 @@ SELF_LAYERS = [f"up_blocks[3].attentions[{i}].transformer_blocks[0].attn1" for i
 
 sys.path.insert(0, str(REPO / "tests" / "conformance"))
 sys.path.insert(0, str(OFFICIAL))
-# the official src/__init__.py imports the whole pipeline (tensorboard, decord, ...): register the package
-# without running it, so that ``src.<module>`` imports only the modules a stage needs (no change to the code)
-_src = types.ModuleType("src")
-_src.__path__ = [str(OFFICIAL / "src")]
-sys.modules["src"] = _src
+# the official src/__init__.py and utils/__init__.py import the whole pipeline (tensorboard, decord, ...):
+# register the packages without running them, so that ``src.<module>`` imports only the modules a stage
+# needs (no change to the code)
+for _package in ("src", "utils"):
+    _module = types.ModuleType(_package)
+    _module.__path__ = [str(OFFICIAL / _package)]
+    sys.modules[_package] = _module
 
 
 def _unavailable(name: str) -> types.ModuleType:
@@ -253,6 +255,43 @@ def dct_stage() -> dict[str, np.ndarray]:
             "energy": loss.numpy(), "lowpassed": filtered.numpy()}
 
 
+def loss_stage() -> dict[str, np.ndarray]:
+    """The training loss terms (src/training.py ``compute_loss``) and their gradients w.r.t. the maps.
+
+    One 64 x 64 sample, 3 classes, epoch 6 (frequency term on), the shipped coefficients (``coef_loss_sd``
+    0.005, ``coef_loss_fourier`` 0.001). The class weights are the training loop's inline expression
+    (src/training.py lines 371-376), evaluated here on the same mask.
+    """
+    from src.training import compute_loss
+
+    generator = torch.Generator().manual_seed(14)
+    cross = torch.randn(PARTS, 64, 64, generator=generator).requires_grad_(True)
+    was = torch.rand(PARTS, 64, 64, generator=generator)
+    was = (was / was.sum(0, keepdim=True)).requires_grad_(True)
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    mask = ((xx > 20).long() + (yy > 40).long() * (xx > 20).long()).float()[None]  # (1, 64, 64): 0, 1, 2
+    eps_pred = torch.randn(1, 4, 64, 64, generator=generator).requires_grad_(True)
+    eps = torch.randn(1, 4, 64, 64, generator=generator)
+    num_pixels = torch.zeros(PARTS, dtype=torch.int64)
+    values, counts = torch.unique(mask, return_counts=True)
+    num_pixels[values.type(torch.int64)] = counts.type(torch.int64)
+    num_pixels[0] = 0
+    pixel_weights = torch.where(num_pixels > 0, num_pixels.sum() / (num_pixels + 1e-6), 0)
+    pixel_weights[0] = 1
+    one_hot = torch.zeros(PARTS, 64, 64).scatter_(0, mask.long(), 1.0)
+    losses = compute_loss(cross_attention=cross, was_attention=was, cross_gt=mask, was_gt=one_hot,
+                          pixel_weights=pixel_weights, noise=eps_pred, noise_gt=eps, epoch=6, num_parts=PARTS,
+                          coef_loss_sd=0.005, coef_loss_fourier=0.001)
+    out = {"cross_logits": cross.detach().numpy(), "was_train": was.detach().numpy(), "mask": mask[0].long().numpy(),
+           "eps_pred": eps_pred.detach().numpy(), "eps": eps.numpy(), "epoch": np.array(6)}
+    for term in ("loss1", "loss2", "loss_sd", "loss_freq", "total"):
+        grads = torch.autograd.grad(losses[term], [cross, was, eps_pred], allow_unused=True, retain_graph=True)
+        out[term] = losses[term].detach().numpy()
+        for name, grad in zip(("cross_logits", "was_train", "eps_pred"), grads, strict=True):
+            out[f"{term}_grad_{name}"] = np.zeros(0, np.float32) if grad is None else grad.numpy()
+    return out
+
+
 def save(name: str, arrays: dict[str, np.ndarray]) -> None:
     VECTORS.mkdir(parents=True, exist_ok=True)
     path = VECTORS / f"{name}.npz"
@@ -275,6 +314,7 @@ def main() -> None:
     unet = official_unet()
     save("voting_512", voting_stage())
     save("dct_lowpass", dct_stage())
+    save("losses", loss_stage())
     save("unet_clip", {**data, **unet_stage(unet, data), "unet_digest": np.array(digests["unet"])})
 
 
