@@ -260,7 +260,7 @@ def loss_stage() -> dict[str, np.ndarray]:
 
     One 64 x 64 sample, 3 classes, epoch 6 (frequency term on), the shipped coefficients (``coef_loss_sd``
     0.005, ``coef_loss_fourier`` 0.001). The class weights are the training loop's inline expression
-    (src/training.py lines 371-376), evaluated here on the same mask.
+    (src/training.py lines 372-377), evaluated here on the same mask.
     """
     from src.training import compute_loss
 
