@@ -147,3 +147,42 @@ def test_training_loss_terms_and_gradients(
             assert grad is None or not grad.any()
         else:
             assert_close_to_scale(grad.numpy(), expected, LOSS_R)
+
+
+GRAD_R = 1e-4
+"""Gradients through the UNet (one 512-px frame): backward through five cross- and three 4096 x 4096
+self-attention layers in fp32, summed in another order; see the README for the measured value."""
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="open divergence (README): loss value equal to 8e-6 and the K/V gradient that reaches only the noise "
+    "prediction (up_blocks.3.attentions.2) to 1e-6, but gradients that pass through the captured attention maps "
+    "differ by 3-99 % (tokens 2.6 %); which side is right is not established yet",
+)
+def test_loss_gradients_through_the_unet(sd21_tiny: tuple[Path, dict[str, str]]) -> None:
+    """The training loss of one sample (no CFG, epoch 6) and its gradients w.r.t. the learned tokens and every
+    cross-attention K/V weight, our map runner and losses against the official training step."""
+    vector = load_vector("loss_gradients")
+    backbone = load_backbone(str(sd21_tiny[0]))
+    unet = backbone.unet
+    kv = {name: p for name, p in unet.named_parameters() if "attn2.to_k" in name or "attn2.to_v" in name}
+    for name, parameter in unet.named_parameters():
+        parameter.requires_grad_(name in kv)
+    runner = MapRunner(backbone, cross_frame=False, pooled_group_norm=True,
+                       options=MapOptions(attention_scale=OFFICIAL_SCALE, chunk_size=None))
+    conditioning = torch.from_numpy(vector["conditioning"])
+    parts = vector["grad_tokens"].shape[0] + 1
+    tokens = conditioning[1:parts].clone().requires_grad_(True)
+    embeds = torch.cat([conditioning[:1], tokens, conditioning[parts:]])
+    eps = runner.predict(torch.from_numpy(vector["noisy"]), int(vector["timestep"]), embeds, num_frames=1)
+    logits, was = runner.training_maps(parts)
+    mask, noise = torch.from_numpy(vector["mask"]), torch.from_numpy(vector["noise"])
+    terms = SmiteLoss(freq_reference_quirk=True)(logits[0], was[0], mask, eps, noise, int(vector["epoch"]))
+    terms.total.backward()
+    runner.close()
+    assert_close_to_scale(terms.total.detach().numpy(), vector["total"], LOSS_R)
+    assert_close_to_scale(tokens.grad.numpy(), vector["grad_tokens"], GRAD_R)
+    for name, parameter in kv.items():
+        assert_close_to_scale(parameter.grad.numpy(), vector[f"grad/{name}"], GRAD_R)

@@ -292,6 +292,60 @@ def loss_stage() -> dict[str, np.ndarray]:
     return out
 
 
+def loss_gradient_stage(unet: torch.nn.Module, loss_inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The training loss of one fixed sample through the UNet, and its gradients w.r.t. the learned tokens and
+    the cross-attention K/V weights.
+
+    One 512-px frame (64 x 64 latents and maps, as SD), no classifier-free guidance (the official loop's
+    ``guidance_scale <= 1`` branch), epoch 6. The official steps (src/training.py ``training_step``): UNet
+    forward, ``get_attention_map`` with the training arguments of run.py (all class tokens, raw logits,
+    64 x 64), the training WAS expression of lines 381-385, the class weights of lines 372-377 and
+    ``compute_loss``; then ``backward``.
+    """
+    from src.training import compute_loss
+    from src.was_attention import get_attention_map
+
+    hooks = Hooks(unet, CROSS_LAYERS + SELF_LAYERS)
+    generator = torch.Generator().manual_seed(15)
+    noisy = torch.randn(1, 4, 64, 64, generator=generator)
+    noise = torch.randn(1, 4, 64, 64, generator=generator)
+    conditioning = torch.randn(77, CROSS_DIM, generator=generator)
+    tokens = conditioning[1:PARTS].clone().requires_grad_(True)
+    mask = torch.from_numpy(loss_inputs["mask"]).float()[None]
+    kv = {name: p for name, p in unet.named_parameters() if "attn2.to_k" in name or "attn2.to_v" in name}
+    for parameter in unet.parameters():
+        parameter.requires_grad_(False)
+    for parameter in kv.values():
+        parameter.requires_grad_(True)
+    embeds = torch.cat([conditioning[:1], tokens, conditioning[PARTS:]])[None]
+    eps = unet(noisy[:, :, None], 50, encoder_hidden_states=embeds).sample[:, :, 0]
+    _, cross, self_maps = get_attention_map(hooks, hooks.attention_maps, output_size=(64, 64),
+                                            token_ids=list(range(PARTS)), average_layers=True, apply_softmax=False,
+                                            guidance_scale=0.0)
+    cross, self_maps = cross[0], self_maps[0]
+    small = torch.nn.functional.interpolate(cross.softmax(dim=0)[None], 64, mode="bilinear")[0]
+    was = (self_maps[None] * small.flatten(1, 2)[..., None, None]).sum(dim=1)
+    num_pixels = torch.zeros(PARTS, dtype=torch.int64)
+    values, counts = torch.unique(mask, return_counts=True)
+    num_pixels[values.type(torch.int64)] = counts.type(torch.int64)
+    num_pixels[0] = 0
+    pixel_weights = torch.where(num_pixels > 0, num_pixels.sum() / (num_pixels + 1e-6), 0)
+    pixel_weights[0] = 1
+    one_hot = torch.zeros(PARTS, 64, 64).scatter_(0, mask.long(), 1.0)
+    losses = compute_loss(cross_attention=cross, was_attention=was, cross_gt=mask, was_gt=one_hot,
+                          pixel_weights=pixel_weights, noise=eps, noise_gt=noise, epoch=6, num_parts=PARTS,
+                          coef_loss_sd=0.005, coef_loss_fourier=0.001)
+    losses["total"].backward()
+    hooks.attention_maps.clear()
+    out = {"noisy": noisy.numpy(), "noise": noise.numpy(), "conditioning": conditioning.numpy(),
+           "mask": loss_inputs["mask"], "timestep": np.array(50), "epoch": np.array(6),
+           "total": losses["total"].detach().numpy(), "grad_tokens": tokens.grad.numpy()}
+    for name, parameter in kv.items():
+        out[f"grad/{name}"] = parameter.grad.numpy()
+        parameter.requires_grad_(False)
+    return out
+
+
 def save(name: str, arrays: dict[str, np.ndarray]) -> None:
     VECTORS.mkdir(parents=True, exist_ok=True)
     path = VECTORS / f"{name}.npz"
@@ -314,8 +368,10 @@ def main() -> None:
     unet = official_unet()
     save("voting_512", voting_stage())
     save("dct_lowpass", dct_stage())
-    save("losses", loss_stage())
+    losses = loss_stage()
+    save("losses", losses)
     save("unet_clip", {**data, **unet_stage(unet, data), "unet_digest": np.array(digests["unet"])})
+    save("loss_gradients", loss_gradient_stage(official_unet(), losses))
 
 
 if __name__ == "__main__":
