@@ -115,6 +115,9 @@ class SegmentConfig(_Windowed):
     crop_expand: NonNegativeFloat = Field(0.04, description="object box expansion per side, fraction of box size")
     multi_crop: bool = Field(False, description="tiled 4-crop mode (the reference's face mode, METHOD.md §4.7)")
     seed: int = 777
+    pooled_group_norm: bool = Field(
+        True, description="group norms pool over the frames of a pass, as the official inflated UNet (§2.2)"
+    )
 
 
 GUIDANCE_MODE_PRESETS: dict[str, dict[str, Any]] = {
@@ -160,6 +163,9 @@ class GuidanceConfig(_Windowed):
     dct_span: Literal["slice", "window"] = Field("slice", description="DCT over each optimised slice or whole window")
     track_loss: Literal["hard", "soft"] = Field(
         "soft", description="hard: CE against voted labels (reference); soft: KL against the voted vectors"
+    )
+    track_projection: Literal["official", "pixel_centre"] = Field(
+        "official", description="track pixel -> map cell: official round(x/8-0.5) or floor((x+0.5)/8)"
     )
     gradient_checkpointing: bool = False
 

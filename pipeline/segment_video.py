@@ -54,6 +54,7 @@ def segment_settings(config: JobConfig) -> SegmentSettings:
     return SegmentSettings(
         resolution=config.model.resolution, t_range=segment.t_range, hierarchical=segment.hierarchical,
         crop_expand=segment.crop_expand, multi_crop=segment.multi_crop,
+        pooled_group_norm=segment.pooled_group_norm,
     )
 
 

@@ -37,7 +37,7 @@ from smite_ops.lowpass import LowpassMode, lowpass_energy, lowpass_mask
 from smite_ops.segmentation import WindowSegmenter, resize, resize_scores, to_unit_range
 from smite_ops.tracking.base import Tracks
 from smite_ops.unet_maps import MapRunner
-from smite_ops.voting import TrackLoss, project_to_grid, track_energy, vote
+from smite_ops.voting import GridRounding, TrackLoss, project_to_grid, track_energy, vote
 
 
 class GuidanceError(ValueError):
@@ -64,6 +64,8 @@ class GuidanceSettings:
         dct_span: DCT over each ``slice`` (reference) or over the whole ``window``.
         track_loss: ``hard`` (reference CE against voted labels) or ``soft`` (KL against the voted vectors,
             zero-gradient where the maps already equal their votes); see :func:`smite_ops.voting.track_energy`.
+        track_projection: how track pixels map to grid cells, ``official`` (``x / 8 - 0.5`` rounded half to
+            even) or ``pixel_centre``; see :func:`smite_ops.voting.project_to_grid`.
         gradient_checkpointing: recompute UNet activations in backward (less memory, about one more forward).
     """
 
@@ -82,6 +84,7 @@ class GuidanceSettings:
     lowpass: LowpassMode = "spatial"
     dct_span: Literal["slice", "window"] = "slice"
     track_loss: TrackLoss = "hard"
+    track_projection: GridRounding = "official"
     gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
@@ -186,7 +189,9 @@ class GuidedWindow:
                 continue
             size = current.shape[-1]
             if cells is None:
-                cells, valid = project_to_grid(tracks.points, tracks.visible, track_frame_size, (size, size))
+                cells, valid = project_to_grid(
+                    tracks.points, tracks.visible, track_frame_size, (size, size), self.settings.track_projection
+                )
                 cells, valid = cells.to(z.device), valid.to(z.device)
             if votes is None:
                 voted = vote(current, cells, valid, self.settings.voting_window)

@@ -118,10 +118,18 @@ def high_pass_mask(height: int, width: int, inner_fraction: float, device: torch
     return keep
 
 
-def _band_mse(spectrum: Tensor, target: Tensor, band: Tensor) -> Tensor:
-    """Amplitude MSE + phase MSE inside ``band``, each a mean over the full grid, summed over classes."""
+def _band_mse(spectrum: Tensor, target: Tensor, band: Tensor, multiply: bool = False) -> Tensor:
+    """Amplitude MSE + phase MSE inside ``band``, each a mean over the full grid, summed over classes.
+
+    ``multiply=True`` reproduces the official code: both spectra are multiplied by the band as a complex mask,
+    so masked-out coefficients become signed zeros whose phases (0 or +-pi, by the signs of the original real
+    and imaginary parts) enter the phase term; otherwise masked-out coefficients add nothing.
+    """
     num_cells = band.numel()
-    kept, kept_target = spectrum[:, band], target[:, band]  # (P, K): zeros outside the band add nothing
+    if multiply:
+        kept, kept_target = spectrum * band.to(spectrum.dtype), target * band.to(target.dtype)
+    else:
+        kept, kept_target = spectrum[:, band], target[:, band]  # (P, K): zeros outside the band add nothing
     amplitude = (kept.abs() - kept_target.abs()).square().sum() / num_cells
     phase = (kept.angle() - kept_target.angle()).square().sum() / num_cells
     return amplitude + phase
@@ -145,7 +153,9 @@ def frequency_loss(
     zero coefficients are arbitrary and their gradient grows like ``1 / |coefficient|``.
 
     The low band is a real radial low-pass (:func:`low_pass_mask` with ``low_cutoff``); the
-    reference's low-pass is all ones by a bug, reproduced with ``reference_quirk=True``. The high
+    reference's low-pass is all ones by a bug, reproduced with ``reference_quirk=True``, which also applies
+    the bands as the reference does (complex multiplication: masked-out coefficients become signed zeros
+    whose phases, 0 or +-pi, enter the phase MSE). The high
     band is :func:`high_pass_mask` with ``high_inner_fraction`` (reference: central 60 x 60 of
     64 x 64 removed), proportional to the map size.
 
@@ -170,7 +180,8 @@ def frequency_loss(
     else:
         low_band = low_pass_mask(height, width, low_cutoff, device)
     high_band = high_pass_mask(height, width, high_inner_fraction, device)
-    return _band_mse(spectrum, target, low_band) + high_weight * _band_mse(spectrum, target, high_band)
+    low = _band_mse(spectrum, target, low_band, reference_quirk)
+    return low + high_weight * _band_mse(spectrum, target, high_band, reference_quirk)
 
 
 def track_ce(logits: Tensor, voted_labels: Tensor) -> Tensor:

@@ -35,6 +35,8 @@ class SegmentSettings:
     multi_crop: run four overlapping tiles per frame and average them (§4.7).
     output_size: side of the returned score grid; None = the attention map size (twice that in
         hierarchical mode, where crops carry finer detail than one full-frame map).
+    pooled_group_norm: resnet and output group norms take their statistics over all frames of a pass, as
+        the official inflated UNet (METHOD.md §2.2); False normalises each frame alone.
     """
 
     resolution: int = 512
@@ -43,6 +45,7 @@ class SegmentSettings:
     crop_expand: float = 0.04
     multi_crop: bool = False
     output_size: int | None = None
+    pooled_group_norm: bool = True
 
 
 def to_unit_range(frames: Tensor) -> Tensor:
@@ -98,7 +101,9 @@ class WindowSegmenter:
         options: MapOptions = MapOptions(),
     ) -> None:
         part_model.apply_to_unet(backbone.unet)
-        self.runner = MapRunner(backbone, cross_frame=cross_frame, options=options)
+        self.runner = MapRunner(
+            backbone, cross_frame=cross_frame, pooled_group_norm=settings.pooled_group_norm, options=options
+        )
         self.conditioning = part_model.conditioning
         self.num_parts = len(part_model.part_names)
         self.settings = settings

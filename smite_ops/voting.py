@@ -29,22 +29,30 @@ from smite_ops.losses import class_weights
 from smite_ops.was import MapShapeError
 
 TrackLoss = Literal["hard", "soft"]
+GridRounding = Literal["official", "pixel_centre"]
+"""How :func:`project_to_grid` puts a pixel position into a cell (see there)."""
 
 
 def project_to_grid(
-    points: Tensor, visible: Tensor, frame_size: tuple[int, int], grid_size: tuple[int, int]
+    points: Tensor,
+    visible: Tensor,
+    frame_size: tuple[int, int],
+    grid_size: tuple[int, int],
+    rounding: GridRounding = "official",
 ) -> tuple[Tensor, Tensor]:
     """Project pixel tracks onto the cells of a map grid (the reference's φ, §5).
 
-    Pixel centres are at integer coordinates, so pixel ``x`` spans ``[x - 0.5, x + 0.5)`` and a grid of
-    ``w`` cells over ``W`` pixels puts ``x`` into cell ``floor((x + 0.5) * w / W)``. For the reference's
-    512 -> 64 grid and its query points ``(u + 0.5) * 8`` this is cell ``u``, as its ``round(x / 8 - 0.5)``.
+    ``rounding="official"`` (the default) is the official code's projection: ``x * w / W - 0.5`` rounded
+    half-to-even (``x / 8 - 0.5`` at 512 px on a 64 grid). ``"pixel_centre"`` treats pixel ``x`` as spanning
+    ``[x - 0.5, x + 0.5)`` and takes cell ``floor((x + 0.5) * w / W)``. Both put the official query points
+    ``(u + 0.5) * 8`` into cell ``u``; along a track they differ (README, Deviations from the official code).
 
     Args:
         points: ``(T, N, 2)`` float pixel ``(x, y)`` in a frame of ``frame_size = (H, W)`` pixels.
         visible: ``(T, N)`` bool.
         frame_size: ``(H, W)`` of the frames the tracker saw.
         grid_size: ``(h, w)`` of the map grid.
+        rounding: ``"official"`` or ``"pixel_centre"`` (above).
 
     Returns:
         ``(cells, valid)``: ``(T, N)`` int64 flat cell indices ``y * w + x`` (0 where invalid) and ``(T, N)``
@@ -60,7 +68,12 @@ def project_to_grid(
     if min(height, width, rows, cols) < 1:
         raise MapShapeError(f"project_to_grid: sizes must be positive, got frame {frame_size} and grid {grid_size}")
     scale = torch.tensor([cols / width, rows / height], dtype=torch.float64, device=points.device)
-    cell = torch.floor((points.double() + 0.5) * scale)
+    if rounding == "official":
+        cell = torch.round(points.double() * scale - 0.5)  # torch.round rounds half to even, as np.round
+    elif rounding == "pixel_centre":
+        cell = torch.floor((points.double() + 0.5) * scale)
+    else:
+        raise MapShapeError(f"project_to_grid: rounding must be 'official' or 'pixel_centre', got {rounding!r}")
     finite = torch.isfinite(cell).all(dim=-1)
     cell = torch.where(finite[..., None], cell, -1.0)
     x, y = cell[..., 0], cell[..., 1]

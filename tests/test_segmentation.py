@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.config import JobConfig
+from pipeline.segment_video import segment_settings
 from smite_ops.backbone import Backbone, load_backbone
+from smite_ops.group_norm import FramePooledGroupNorm
 from smite_ops.part_model import PartModel
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter, object_boxes, paste_crops
 from smite_ops.tiny_model import write_tiny_sd
@@ -21,14 +24,14 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Backbone:
     return load_backbone(str(write_tiny_sd(tmp_path_factory.mktemp("tiny") / "tiny-sd", seed=0)))
 
 
-def _segmenter(backbone: Backbone, **settings: object) -> WindowSegmenter:
+def _segmenter(backbone: Backbone, cross_frame: bool = True, **settings: object) -> WindowSegmenter:
     generator = torch.Generator().manual_seed(0)
     conditioning = torch.randn(77, 32, generator=generator)
     part_model = PartModel(
         part_names=PARTS, base_model=str(backbone.root), base_hash=backbone.content_hash, resolution=64,
         conditioning=conditioning, tokens=conditioning[1:3].clone(),
     )
-    return WindowSegmenter(backbone, part_model, SegmentSettings(resolution=64, **settings))
+    return WindowSegmenter(backbone, part_model, SegmentSettings(resolution=64, **settings), cross_frame=cross_frame)
 
 
 def _frames(count: int = 3, height: int = 48, width: int = 40) -> torch.Tensor:
@@ -57,6 +60,21 @@ def test_modes_give_the_requested_grid(backbone: Backbone, settings: dict[str, o
     segmenter.runner.close()
     assert scores.shape == (2, len(PARTS), side, side)
     assert torch.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("pooled", [True, False])
+def test_group_norms_pool_over_the_window_by_default(backbone: Backbone, pooled: bool) -> None:
+    """Production pools resnet/output group norms over the window (official, METHOD.md §2.2): with
+    per-frame self-attention, frame 0's scores then depend on frame 1, and only then."""
+    assert SegmentSettings().pooled_group_norm and segment_settings(JobConfig()).pooled_group_norm
+    segmenter = _segmenter(backbone, cross_frame=False, pooled_group_norm=pooled)
+    pooled_norms = [m for m in backbone.unet.modules() if isinstance(m, FramePooledGroupNorm)]
+    frames, other = _frames(2), _frames(2)
+    other[1] = 255 - other[1]
+    first, second = segmenter(frames, seed=3), segmenter(other, seed=3)
+    segmenter.runner.close()
+    assert bool(pooled_norms) == pooled
+    assert torch.equal(first[0], second[0]) != pooled
 
 
 def test_crops_are_pasted_into_their_boxes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,16 +19,35 @@ def one_hot_map(labels: list[list[int]], classes: int, value: float = 1.0) -> to
 def test_projection_matches_reference_grid() -> None:
     u = torch.arange(64.0)
     points = torch.stack([(u + 0.5) * 8, (63 - u + 0.5) * 8], dim=1)[None]  # reference query points at 512 px
-    cells, valid = project_to_grid(points, torch.ones(1, 64, dtype=torch.bool), (512, 512), (64, 64))
-    assert valid.all()
-    assert torch.equal(cells[0], (63 - u.long()) * 64 + u.long())
+    for rounding in ("official", "pixel_centre"):
+        cells, valid = project_to_grid(points, torch.ones(1, 64, dtype=torch.bool), (512, 512), (64, 64), rounding)
+        assert valid.all()
+        assert torch.equal(cells[0], (63 - u.long()) * 64 + u.long())
     odd = torch.tensor([[[-1.0, 5.0], [511.4, 0.0], [511.6, 0.0], [float("nan"), 3.0], [20.0, 20.0]]])
-    cells, valid = project_to_grid(odd, torch.tensor([[True, True, True, True, False]]), (512, 512), (64, 64))
+    odd_visible = torch.tensor([[True, True, True, True, False]])
+    cells, valid = project_to_grid(odd, odd_visible, (512, 512), (64, 64), "pixel_centre")
     assert valid.tolist() == [[False, True, False, False, False]]
     assert cells[0, 1] == 63
+    cells, valid = project_to_grid(odd, odd_visible, (512, 512), (64, 64))  # 511.6 / 8 - 0.5 = 63.45 -> 63
+    assert valid.tolist() == [[False, True, True, False, False]]
+    assert cells[0, 1] == cells[0, 2] == 63
     one = torch.ones(1, 1, dtype=torch.bool)
-    cells, valid = project_to_grid(torch.tensor([[[100.0, 50.0]]]), one, (100, 200), (4, 8))
+    cells, valid = project_to_grid(torch.tensor([[[100.0, 50.0]]]), one, (100, 200), (4, 8), "pixel_centre")
     assert valid.all() and cells.item() == 2 * 8 + 4  # x: 100.5 * 8/200 -> 4; y: 50.5 * 4/100 -> 2
+
+
+def test_official_projection_rounds_half_to_even_where_pixel_centre_floors() -> None:
+    """The official ``round(x / 8 - 0.5)`` (numpy: half to even) against ``floor((x + 0.5) / 8)``, by value."""
+    x = torch.tensor([8.0, 16.0, 24.0, 11.9, 12.0, 12.1, 3.5, 4.0])  # x / 8 - 0.5 = 0.5, 1.5, 2.5, ...
+    points = torch.stack([x, torch.full_like(x, 4.0)], dim=1)[None]  # row 0
+    visible = torch.ones(1, len(x), dtype=torch.bool)
+    official, _ = project_to_grid(points, visible, (512, 512), (64, 64))
+    assert official[0].tolist() == [0, 2, 2, 1, 1, 1, 0, 0]
+    assert official[0].tolist() == np.round(x.numpy() / 8 - 0.5).astype(int).tolist()
+    centre, _ = project_to_grid(points, visible, (512, 512), (64, 64), "pixel_centre")
+    assert centre[0].tolist() == [1, 2, 3, 1, 1, 1, 0, 0]
+    with pytest.raises(MapShapeError, match="rounding"):
+        project_to_grid(points, visible, (512, 512), (64, 64), "nearest")  # type: ignore[arg-type]
 
 
 def test_voting_windows_follow_the_reference_and_shrink_for_short_windows() -> None:
@@ -52,7 +72,7 @@ def test_vote_on_hand_made_tracks() -> None:
         [[0.0, 0.0], [1.0, 0.0]],
         [[1.0, 0.0], [1.0, 0.0]],
         [[2.0, 0.0], [1.0, 0.0]],
-    ])
+    ]) + 0.5  # cell centres (cells are pixels here)
     visible = torch.tensor([[True, True], [True, False], [True, True]])
     cells, valid = project_to_grid(points, visible, (1, 3), (1, 3))
     voted = vote(maps, cells, valid, window=3)
