@@ -74,7 +74,8 @@ class PartModelFactory:
             shared = {f.name: section[f.name] for f in fields(GuidanceSettings) if f.name in section}
             settings = GuidanceSettings(**shared | {key: tuple(shared[key]) for key in ("timesteps", "betas")})
             guided = None if guidance.mode == "filter" else GuidedSegmenter(segmenter, settings)
-            refine = TemporalRefiner(guidance.mode, guided, guidance.voting_window, guidance.filter_radius)
+            refine = TemporalRefiner(guidance.mode, guided, guidance.voting_window, guidance.filter_radius,
+                                     projection=guidance.track_projection)
         runner = segmenter.runner
         return LoadedSegmenter(
             segmenter, part_model.part_names, part_model.model_id, refine, lambda: runner.frame_forwards

@@ -22,7 +22,7 @@ from torch import Tensor
 from smite_ops.guidance import GuidanceError, GuidedSegmenter
 from smite_ops.track_filter import track_vote_filter
 from smite_ops.tracking.base import Tracks
-from smite_ops.voting import project_to_grid
+from smite_ops.voting import GridRounding, project_to_grid
 
 TemporalMode = Literal["filter", "fast", "full"]
 TEMPORAL_MODES: tuple[TemporalMode, ...] = ("filter", "fast", "full")
@@ -38,6 +38,7 @@ class TemporalRefiner:
         radius: spread of the filter's corrections, in score cells.
         flips_only: the filter corrects only the cells whose label the vote changes.
         refilter: ``fast`` mode filters the guided scores again (else returns them as the UNet made them).
+        projection: how track pixels map to score cells (:func:`smite_ops.voting.project_to_grid`).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class TemporalRefiner:
         radius: int = 0,
         flips_only: bool = False,
         refilter: bool = True,
+        projection: GridRounding = "official",
     ) -> None:
         if mode not in TEMPORAL_MODES:
             raise GuidanceError(f"guidance mode must be one of {', '.join(TEMPORAL_MODES)}, got {mode!r}")
@@ -59,11 +61,12 @@ class TemporalRefiner:
         self.radius = radius
         self.flips_only = flips_only
         self.refilter = refilter
+        self.projection = projection
 
     def filter(self, scores: Tensor, tracks: Tracks, track_frame_size: tuple[int, int]) -> Tensor:
         """Track-vote filter ``(T, P, s, s)`` scores with the window's tracks (pixels in ``track_frame_size``)."""
         side = scores.shape[-1]
-        cells, valid = project_to_grid(tracks.points, tracks.visible, track_frame_size, (side, side))
+        cells, valid = project_to_grid(tracks.points, tracks.visible, track_frame_size, (side, side), self.projection)
         cells, valid = cells.to(scores.device), valid.to(scores.device)
         return track_vote_filter(scores, cells, valid, self.voting_window, self.radius, self.flips_only)
 
