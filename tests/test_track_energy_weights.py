@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from smite_ops.voting import track_energy
+from smite_ops.was import MapShapeError
 
 LABELS = [0, 1, 1, 1, 2]
 MAPS = [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 3.0]]  # per pixel, P = 3
@@ -61,3 +62,15 @@ def test_absent_classes_weigh_nothing_and_background_alone_is_a_plain_mean() -> 
     background = as_maps([[VOTE_SCALE, 0.0, 0.0]] * 5)
     expected = sum(-log_softmax(row)[0] for row in MAPS) / 5
     assert float(track_energy(maps, background, "hard")) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("maps", "voted", "message"),
+    [
+        (torch.zeros(1, 3, 1, 5), torch.zeros(1, 3, 1, 4), r"maps \(1, 3, 1, 5\) and votes \(1, 3, 1, 4\)"),
+        (torch.zeros(3, 1, 5), torch.zeros(3, 1, 5), r"maps \(3, 1, 5\) and votes \(3, 1, 5\)"),
+    ],
+)
+def test_track_energy_refuses_maps_and_votes_that_differ(maps: torch.Tensor, voted: torch.Tensor, message: str) -> None:
+    with pytest.raises(MapShapeError, match=f"^track_energy: {message}"):
+        track_energy(maps, voted, "hard")
