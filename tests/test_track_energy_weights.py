@@ -54,6 +54,7 @@ def test_soft_track_energy_weighs_rare_classes_by_hand() -> None:
     expected = weighted_mean(kl)
     assert abs(expected - sum(kl) / len(kl)) > 0.1
     assert float(track_energy(as_maps(MAPS), votes(), "soft")) == pytest.approx(expected, rel=1e-12)
+    assert float(track_energy(as_maps(MAPS), votes())) == pytest.approx(expected, rel=1e-12)  # soft by default
 
 
 def test_absent_classes_weigh_nothing_and_background_alone_is_a_plain_mean() -> None:
