@@ -52,3 +52,12 @@ def test_vote_refuses_misshapen_inputs(maps: torch.Tensor, cells: torch.Tensor, 
     with pytest.raises(MapShapeError) as error:
         vote(maps, cells, valid)
     assert str(error.value).endswith(f"the same T, got {shapes}")
+
+
+def test_vote_defaults_to_the_reference_window_of_15_frames() -> None:
+    generator = torch.Generator().manual_seed(1)
+    maps = torch.randn(16, 3, 4, 4, generator=generator, dtype=torch.float64)
+    points = torch.rand(16, 40, 2, generator=generator) * 32
+    cells, valid = project_to_grid(points, torch.ones(16, 40, dtype=torch.bool), (32, 32), (4, 4))
+    assert torch.equal(vote(maps, cells, valid), vote(maps, cells, valid, 15))
+    assert not torch.equal(vote(maps, cells, valid, 15), vote(maps, cells, valid, 16))  # 15 and 16 differ here
