@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.fft import dctn
 
-from smite_ops.lowpass import lowpass_energy, lowpass_mask
+from smite_ops.lowpass import dct_3d, dct_matrix, idct_3d, lowpass_energy, lowpass_mask
 from smite_ops.was import MapShapeError
 
 
@@ -37,3 +37,19 @@ def test_energy_refuses_maps_and_references_that_differ(maps: tuple, reference: 
         lowpass_energy(torch.zeros(maps), torch.zeros(reference), torch.ones(3, 4, 5, dtype=torch.bool))
     expected = f"lowpass_energy: maps {maps} and reference {reference} must both be the same (F, P, H, W)"
     assert str(error.value) == expected
+
+
+def test_a_one_sample_axis_is_the_identity_and_empty_axes_are_refused() -> None:
+    assert torch.equal(dct_matrix(1, torch.float64), torch.ones(1, 1, dtype=torch.float64))
+    with pytest.raises(MapShapeError, match=r"^dct_matrix: size must be >= 1, got 0$"):
+        dct_matrix(0)
+
+
+@pytest.mark.parametrize("transform", [dct_3d, idct_3d])
+def test_transforms_name_themselves_when_refusing_input(transform) -> None:
+    name = transform.__name__
+    with pytest.raises(MapShapeError, match=rf"^{name}: expected a floating tensor, got torch.int64$"):
+        transform(torch.zeros(2, 3, 3, dtype=torch.int64))
+    with pytest.raises(MapShapeError) as error:
+        transform(torch.zeros(3, 3))
+    assert str(error.value) == f"{name}: expected (..., frames, height, width), got shape (3, 3)"

@@ -55,6 +55,8 @@ def test_soft_track_energy_weighs_rare_classes_by_hand() -> None:
     assert abs(expected - sum(kl) / len(kl)) > 0.1
     assert float(track_energy(as_maps(MAPS), votes(), "soft")) == pytest.approx(expected, rel=1e-12)
     assert float(track_energy(as_maps(MAPS), votes())) == pytest.approx(expected, rel=1e-12)  # soft by default
+    single = track_energy(as_maps(MAPS).float(), votes(), "soft")  # float64 votes: the energy keeps the maps' dtype
+    assert single.dtype == torch.float32 and float(single) == pytest.approx(expected, rel=1e-5)
 
 
 def test_absent_classes_weigh_nothing_and_background_alone_is_a_plain_mean() -> None:
