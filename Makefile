@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: env test test-slow test-all demo lint clean
+.PHONY: env test test-slow test-all demo lint mutation clean
 
 env: $(STAMP)
 
@@ -31,6 +31,11 @@ demo: env
 
 lint: env
 	$(VENV)/bin/ruff check smite_ops pipeline flows tests benchmarks
+
+# Mutation score of the method modules against their own fast tests (mutmut; hours for all, not in CI).
+# MODULES="voting losses" picks some; JOBS=N tests N mutants at a time.
+mutation: env
+	$(PY) benchmarks/mutation.py --jobs $(or $(JOBS),1) $(MODULES)
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

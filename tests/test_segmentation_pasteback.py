@@ -1,0 +1,111 @@
+"""Tile averaging and crop paste-back of :class:`WindowSegmenter` against a stub runner with known maps.
+
+The stub stands in for the UNet (the only part replaced): every pass returns constant maps that say which
+pass it was, so the expected whole-frame scores follow by hand from the tile and box geometry (issue 19).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from pipeline.backbones import TINY_BACKBONE
+from smite_ops.backbone import load_backbone
+from smite_ops.part_model import PartModel
+from smite_ops.segmentation import SegmentSettings, WindowSegmenter
+
+PARTS, FRAMES, SIDE, GRID = 3, 2, 64, 8  # 64 px frames at a 64 px working resolution, 8 x 8 maps
+
+
+class StubRunner:
+    """The :class:`MapRunner` calls a segmenter makes, with maps chosen per pass by ``maps_of(call, images)``."""
+
+    def __init__(self, maps_of) -> None:
+        self.maps_of = maps_of
+        self.images: list[Tensor] = []
+
+    def encode(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        self.images.append(images)
+        return images
+
+    def add_noise(self, latents: Tensor, timestep: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        return latents, latents
+
+    def predict(self, noisy: Tensor, timestep: int, conditioning: Tensor, num_frames: int) -> Tensor:
+        return noisy
+
+    def inference_maps(self, num_parts: int) -> Tensor:
+        return self.maps_of(len(self.images) - 1, self.images[-1])
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def segmenter_of():
+    torch.set_num_threads(1)
+    backbone = load_backbone(str(TINY_BACKBONE))
+    model = PartModel(["background", "a", "b"], "tiny", "", SIDE, torch.zeros(77, 32), torch.zeros(2, 32), {}, {})
+    segmenter = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE))
+    segmenter.runner.close()
+
+    def make(settings: SegmentSettings, maps_of) -> WindowSegmenter:
+        segmenter.settings, segmenter.runner = settings, StubRunner(maps_of)
+        return segmenter
+
+    return make
+
+
+def frames() -> Tensor:
+    return torch.randint(0, 256, (FRAMES, 3, SIDE, SIDE), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def test_four_tiles_average_into_their_overlaps(segmenter_of) -> None:
+    """Tile k's maps are ``10 k + p`` for class p; 56 px tiles at offsets 0 and 8 of a 64 px frame."""
+
+    def maps_of(call: int, images: Tensor) -> Tensor:
+        assert images.shape == (FRAMES, 3, SIDE, SIDE)  # each 56 px tile resized to the working resolution
+        return (10.0 * call + torch.arange(PARTS, dtype=torch.float32))[None, :, None, None].expand(
+            FRAMES, PARTS, GRID, GRID
+        )
+
+    scores = segmenter_of(SegmentSettings(resolution=SIDE, multi_crop=True), maps_of)(frames(), seed=0)
+    # tiles in order (top, left) = (0, 0), (0, 8), (8, 0), (8, 8); grid rows sample 3.5 | 11.5 .. 51.5 | 59.5 px
+    every = (0, 1, 2, 3)
+    rows = {0: (0, 1), **dict.fromkeys(range(1, 7), every), 7: (2, 3)}
+    cols = {0: (0, 2), **dict.fromkeys(range(1, 7), every), 7: (1, 3)}
+    expected = torch.empty(GRID, GRID)
+    for y in range(GRID):
+        for x in range(GRID):
+            shared = sorted(set(rows[y]) & set(cols[x]))
+            expected[y, x] = 10.0 * sum(shared) / len(shared)
+    assert scores.shape == (FRAMES, PARTS, GRID, GRID)
+    for p in range(PARTS):
+        torch.testing.assert_close(scores[:, p], (expected + p).expand(FRAMES, -1, -1))
+
+
+def test_crops_are_pasted_back_into_their_object_boxes(segmenter_of) -> None:
+    """The coarse pass finds class 1 on map cells 2..5 (pixels [16, 48)); the box grows by round(0.04 * 32) = 1 px
+    to [15, 49); the crop pass says class 2 everywhere, which lands on output cells round(15/4)..round(49/4)."""
+
+    def maps_of(call: int, images: Tensor) -> Tensor:
+        maps = torch.zeros(FRAMES, PARTS, GRID, GRID)
+        if call == 0:  # coarse: background 1 outside, class 1 inside cells [2, 6)
+            maps[:, 0] = 1.0
+            maps[:, 0, 2:6, 2:6], maps[:, 1, 2:6, 2:6] = 0.0, 1.0
+        else:  # the crops: class 2 scores 5, the others 0
+            assert images.shape == (FRAMES, 3, SIDE, SIDE)
+            maps[:, 2] = 5.0
+        return maps
+
+    settings = SegmentSettings(resolution=SIDE, hierarchical=True)
+    scores = segmenter_of(settings, maps_of)(frames(), seed=0)
+    out = 2 * GRID
+    assert scores.shape == (FRAMES, PARTS, out, out)
+    inside = torch.zeros(out, out, dtype=torch.bool)
+    inside[4:12, 4:12] = True  # round(15 * 16 / 64) = 4, round(49 * 16 / 64) = 12
+    expected = torch.zeros(FRAMES, PARTS, out, out)
+    expected[:, 0] = torch.where(inside, 0.0, 5.0)  # outside: background gets the crops' largest score
+    expected[:, 2] = torch.where(inside, 5.0, 0.0)
+    torch.testing.assert_close(scores, expected)
