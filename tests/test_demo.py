@@ -14,7 +14,20 @@ import pyarrow.dataset as ds
 import pytest
 from pycocotools import mask as coco_mask
 
+from pipeline.smite50 import read_ground_truth
+from smite_ops.metrics import miou
+
 DEMO_LIMIT_S = 600  # the issue's bound for `make demo` on 2 cores
+FLOOR_OVER_BACKGROUND = 6.0
+"""mIoU points the demo's part model must score above labelling everything background (measured: 35.4 against
+22.1 on car_00 of a 48-frame demo run)."""
+
+
+def all_background_miou(dataset: Path, video_id: str) -> float:
+    """mIoU (reference convention, %) of a prediction that labels every pixel background."""
+    gt = read_ground_truth(dataset / "gt" / video_id)
+    num_parts = len((dataset / "references" / "parts.txt").read_text().split())
+    return miou(np.zeros_like(gt.labels), gt.labels, num_parts).reference
 
 
 @pytest.mark.slow
@@ -38,7 +51,9 @@ def test_demo_trains_segments_evaluates_and_reports(tmp_path: Path) -> None:
         run = out / "runs" / kind
         metrics = json.loads((run / "metrics.json").read_text())
         assert [video["video_id"] for video in metrics["videos"]] == [f"{kind[:-7]}_00", f"{kind[:-7]}_01"]
-        assert all(0.0 <= video["miou_ref"] <= 100.0 for video in metrics["videos"])
+        scores = [video["miou_ref"] for video in metrics["videos"]]
+        floor = np.mean([all_background_miou(out / "data" / kind, video["video_id"]) for video in metrics["videos"]])
+        assert np.mean(scores) >= floor + FLOOR_OVER_BACKGROUND, (scores, floor)
         masks = ds.dataset(run / "masks", format="parquet", partitioning="hive").to_table()
         assert set(masks["video_id"].to_pylist()) == {f"{kind[:-7]}_00", f"{kind[:-7]}_01"}
         row = masks.slice(0, 1).to_pylist()[0]
