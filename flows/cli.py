@@ -323,4 +323,7 @@ def main() -> None:
     """Console-script entry point. Prefect and Ray usage statistics stay off unless the environment asks."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # The temporary Prefect API creates its database on first use; on a loaded 2-core machine that takes longer
+    # than Prefect's 20 s default wait, and the command would fail before doing anything.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     app()
