@@ -29,12 +29,13 @@ from pipeline.backbones import load_job_backbone
 from pipeline.config import JobConfig
 from pipeline.evaluate import save_label_maps
 from pipeline.inputs import video_id_of
+from pipeline.method_settings import segment_settings
 from pipeline.overlay import overlay_labels, part_palette
 from pipeline.stitch import ScoreStitcher, native_labels
 from pipeline.video import probe_video, read_frames, write_video
 from pipeline.windows import plan_windows
 from smite_ops.part_model import PartModel, load_part_model
-from smite_ops.segmentation import SegmentSettings, WindowSegmenter
+from smite_ops.segmentation import WindowSegmenter
 
 
 @dataclass(frozen=True)
@@ -46,16 +47,6 @@ class SegmentedVideo:
     labels_dir: Path
     overlay: Path | None
     seconds: float
-
-
-def segment_settings(config: JobConfig) -> SegmentSettings:
-    """The method's segmentation settings from a job configuration."""
-    segment = config.segment
-    return SegmentSettings(
-        resolution=config.model.resolution, t_range=segment.t_range, hierarchical=segment.hierarchical,
-        crop_expand=segment.crop_expand, multi_crop=segment.multi_crop,
-        pooled_group_norm=segment.pooled_group_norm,
-    )
 
 
 def build_segmenter(model_dir: str, config: JobConfig) -> tuple[WindowSegmenter, PartModel]:

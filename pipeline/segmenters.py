@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from pipeline.commit_key import content_hash
 from pipeline.config import JobConfig
+from pipeline.method_settings import temporal_refiner
 from pipeline.references import load_reference_set
 from smite_ops.baselines import NearestColourSegmenter
 from smite_ops.part_model import MANIFEST_FILE, WEIGHTS_FILE, load_part_model
@@ -64,18 +65,7 @@ class PartModelFactory:
         from pipeline.segment_video import build_segmenter
 
         segmenter, part_model = build_segmenter(self.model_dir, self.config)
-        refine = None
-        guidance = self.config.guidance
-        if guidance.enabled:
-            from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
-            from smite_ops.temporal import TemporalRefiner
-
-            section = guidance.model_dump()
-            shared = {f.name: section[f.name] for f in fields(GuidanceSettings) if f.name in section}
-            settings = GuidanceSettings(**shared | {key: tuple(shared[key]) for key in ("timesteps", "betas")})
-            guided = None if guidance.mode == "filter" else GuidedSegmenter(segmenter, settings)
-            refine = TemporalRefiner(guidance.mode, guided, guidance.voting_window, guidance.filter_radius,
-                                     projection=guidance.track_projection)
+        refine = temporal_refiner(segmenter, self.config.guidance)
         runner = segmenter.runner
         return LoadedSegmenter(
             segmenter, part_model.part_names, part_model.model_id, refine, lambda: runner.frame_forwards

@@ -23,11 +23,11 @@ from tqdm import tqdm
 from pipeline.augment import ReferenceAugmenter
 from pipeline.backbones import load_job_backbone
 from pipeline.config import ConfigError, JobConfig
+from pipeline.method_settings import learn_settings
 from pipeline.references import ReferenceSet, load_reference_set
 from smite_ops.conditioning import encode_part_prompt, encode_prompt
 from smite_ops.errors import InputError
-from smite_ops.learning import LearnSettings, PartLearner
-from smite_ops.losses import SmiteLoss
+from smite_ops.learning import PartLearner
 from smite_ops.part_model import save_part_model
 
 STATE_FILE = "training_state.pt"
@@ -46,18 +46,6 @@ class TrainResult:
     best_epoch: int
     best_miou: float
     seconds: float
-
-
-def learn_settings(config: JobConfig) -> LearnSettings:
-    """The method's learning settings from a job configuration."""
-    train = config.train
-    return LearnSettings(
-        token_epochs=train.token_epochs, stage2=train.stage2, trainable=train.trainable,
-        token_lr=train.token_lr, unet_lr=train.unet_lr, t_range=train.t_range,
-        guidance_scale=train.guidance_scale, validation_t_range=train.validation_t_range,
-        resolution=config.model.resolution,
-        loss=SmiteLoss(coef_sd=train.coef_sd, coef_freq=train.coef_freq, freq_from_epoch=train.freq_from_epoch),
-    )
 
 
 def _check_parts(config: JobConfig, references: ReferenceSet) -> None:

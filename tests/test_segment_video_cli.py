@@ -17,7 +17,7 @@ from flows.cli import app
 from pipeline.backbones import TINY_BACKBONE
 from pipeline.config import load_config
 from pipeline.inputs import video_id_of
-from pipeline.segment_video import segment_settings
+from pipeline.method_settings import segment_settings
 from pipeline.stitch import native_labels
 from pipeline.video import probe_video, read_frames, write_video
 from smite_ops.backbone import load_backbone

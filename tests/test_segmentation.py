@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.config import JobConfig
-from pipeline.segment_video import segment_settings
+from pipeline.method_settings import segment_settings
 from smite_ops.backbone import Backbone, load_backbone
 from smite_ops.group_norm import FramePooledGroupNorm
 from smite_ops.part_model import PartModel
