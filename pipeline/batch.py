@@ -29,11 +29,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import AuthenticationError, RayActorError, RayTaskError
 from ray.util.placement_group import remove_placement_group
 from tqdm import tqdm
 
@@ -117,6 +117,34 @@ class BatchResult:
         return sum(video.num_frames for video in self.videos)
 
 
+class RayClusterError(InputError):
+    """The Ray cluster a job names cannot be joined (unreachable, or it wants a token the job does not have)."""
+
+
+def join_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> None:
+    """``ray.init`` at ``address`` (None: a local instance), turning what a user can fix into one line.
+
+    Raises:
+        RayClusterError: no cluster answers at ``address``, or it refused the job's authentication token.
+    """
+    try:
+        ray.init(address=address, include_dashboard=False, runtime_env=runtime_env)
+    except ConnectionError as error:
+        raise RayClusterError(_connect_problem(address, error)) from None
+
+
+def _connect_problem(address: str | None, error: BaseException) -> str:
+    """One line saying why joining the cluster at ``address`` failed, from the chain of causes of ``error``."""
+    causes = [error]
+    while causes[-1].__cause__ is not None:
+        causes.append(causes[-1].__cause__)
+    # Ray keeps the last refusal of its connection retries only as text inside a RuntimeError
+    if any(isinstance(cause, AuthenticationError) or "InvalidAuthToken" in str(cause) for cause in causes):
+        return (f"Ray cluster at {address}: it refused this job's authentication token; set RAY_AUTH_MODE=token "
+                "and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token (`ray get-auth-token` there)")
+    return f"Ray cluster at {address}: cannot connect ({str(error).strip().splitlines()[0]})"
+
+
 @contextmanager
 def ray_session(runtime: RuntimeConfig) -> Iterator[float]:
     """Use the running Ray session, else join ``runtime.ray_address`` / ``RAY_ADDRESS``, else start a local one.
@@ -129,7 +157,7 @@ def ray_session(runtime: RuntimeConfig) -> Iterator[float]:
         yield runtime.placement_timeout_s
         return
     address = runtime.ray_address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, include_dashboard=False)
+    join_ray(address, runtime.runtime_env)
     try:
         yield runtime.placement_timeout_s if address else min(runtime.placement_timeout_s, LOCAL_PLACEMENT_S)
     finally:

@@ -216,6 +216,9 @@ class RuntimeConfig(_Section):
     placement_timeout_s: Annotated[float, Field(gt=0)] = Field(
         60.0, description="how long to wait for Ray to place the shard actors (e.g. GPU nodes scaling up), s"
     )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray runtime_env of a job that starts or joins Ray (e.g. py_modules, pip, env_vars)"
+    )
 
 
 class OutputConfig(_Section):
