@@ -174,6 +174,18 @@ def measure_tracking(timer: Timer, config: JobConfig, video: str) -> Tracks:
     return slice_tracks(tracks, 0, config.guidance.window)
 
 
+def measure_tracker_settings(timer: Timer, config: JobConfig, video: str) -> None:
+    """The job's tracker over the whole video at shorter chunks and coarser query grids (time and memory)."""
+    info = probe_video(video)
+    for chunk, spacing in ((24, 8), (16, 8), (48, 16), (24, 16)):
+        variant = config.model_copy(update={"tracker": config.tracker.model_copy(
+            update={"chunk_frames": chunk, "chunk_overlap": min(config.tracker.chunk_overlap, chunk // 2),
+                    "grid_spacing": spacing})})
+        tracker = make_tracker(variant)
+        timer.row(f"tracking (chunks of {chunk} frames, grid every {spacing} px)",
+                  partial(compute_video_tracks, info, variant, tracker), info.num_frames)
+
+
 def save_cotracker3(path: Path) -> str:
     """Save a CoTracker3 offline model with random weights as a checkpoint file (a plain state dict)."""
     torch.manual_seed(0)
@@ -188,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=48, help="frames of the test video (tracking row)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny backbone at 64 px, one repeat")
     parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead: tracking at other chunk lengths and grid spacings, full mode with checkpointing")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -207,11 +221,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"device: {name}, dtype {backbone.dtype}, {config.model.resolution} px, torch {torch.__version__}")
         timer = Timer(device, repeats)
         part_model = random_part_model(backbone, config.model.resolution)
-        measure_training(timer, config, part_model)
+        if not args.sweep:
+            measure_training(timer, config, part_model)
         if device.type == "cuda":
             torch.cuda.empty_cache()
 
         video = synthetic_video(work / "clip.mp4", frames, config.model.resolution)
+        if args.sweep:
+            measure_tracker_settings(timer, config, video)
         tracks = measure_tracking(timer, config, video)
         segmenter = WindowSegmenter(backbone, part_model, segment_settings(config))
         clip = torch.from_numpy(read_frames(video)).permute(0, 3, 1, 2)
@@ -223,11 +240,13 @@ def main(argv: list[str] | None = None) -> None:
         window = clip[: config.guidance.window]
         reference = segmenter(window, seed=0)
         side = config.model.resolution
-        for mode in ("filter", "fast", "full"):
-            guidance = mode_config(config, mode).guidance
+        modes = [("full", ["guidance.gradient_checkpointing=true"])] if args.sweep else [
+            ("filter", []), ("fast", []), ("full", [])]
+        for mode, extra in modes:
+            guidance = mode_config(load_config("smite", [*overrides, *extra]), mode).guidance
             refine = temporal_refiner(segmenter, guidance)
             timer.row(
-                f"phase B {mode} ({guidance.window}-frame window, overlap {guidance.overlap})",
+                f"phase B {mode} ({guidance.window}-frame window, overlap {guidance.overlap}) {' '.join(extra)}",
                 lambda refine=refine: refine(window, reference, tracks, (side, side), 0),
                 guidance.window - guidance.overlap, lambda: segmenter.runner.frame_forwards,
             )
