@@ -20,10 +20,10 @@ from prefect.runtime import flow_run
 from flows.evaluate import EvaluationRun, evaluate_flow
 from flows.train import train_flow
 from pipeline.config import load_config
-from pipeline.evaluate import EvaluationReport
-from pipeline.report import RunReport, write_report
+from pipeline.evaluation.evaluate import EvaluationReport
+from pipeline.report.html import RunReport, write_report
 from pipeline.synth import generate_benchmark
-from pipeline.train import TrainResult
+from pipeline.training.train import TrainResult
 
 
 @dataclass(frozen=True)

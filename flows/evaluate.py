@@ -2,7 +2,7 @@
 
 The dataset's ``videos/`` are segmented by the ``segment`` flow (as a subflow, so committed videos are not
 redone), the Parquet masks are decoded into label-map PNGs (``<out>/predictions/<video_id>/``, mapped per
-video), and :func:`pipeline.evaluate.evaluate_predictions` scores them against ``gt/``. Writes
+video), and :func:`pipeline.evaluation.evaluate.evaluate_predictions` scores them against ``gt/``. Writes
 ``<out>/metrics.json``, ``<out>/metrics.md`` and the HTML report ``<out>/reports/evaluate-<UTC time>.html``.
 """
 
@@ -27,11 +27,11 @@ from flows.segment import (
     segment_flow,
     summarise_video,
 )
-from pipeline.batch import VideoResult
+from pipeline.batch.results import VideoResult
 from pipeline.config import JobConfig
-from pipeline.evaluate import EvaluationReport, evaluate_predictions, find_videos, save_label_maps
-from pipeline.report import RunReport, VideoSection, committed_video_ids, write_report
-from pipeline.report_outputs import label_maps
+from pipeline.evaluation.evaluate import EvaluationReport, evaluate_predictions, find_videos, save_label_maps
+from pipeline.report.html import RunReport, VideoSection, committed_video_ids, write_report
+from pipeline.sinks.run_outputs import label_maps
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 Steps, each visible in the Prefect UI:
 
 1. ``find-new-videos``: expand the inputs and keep the videos without an output committed under this job's
-   commit key (:mod:`pipeline.commit_key`: model, tracker checkpoint, output settings; so a scheduled run over
+   commit key (:mod:`pipeline.batch.commit_key`: model, tracker checkpoint, output settings; so a scheduled run over
    a bucket prefix labels only what is new, and an idle run starts nothing). Retried: listing a bucket can
    fail transiently.
-2. ``segment-batch``: :func:`pipeline.batch.segment_videos` on Ray for the new videos (one actor pool shared by
+2. ``segment-batch``: :func:`pipeline.batch.driver.segment_videos` on Ray for the new videos (one actor pool shared by
    the whole batch; a bad video is recorded in ``failures.parquet`` and never stops the others). Retried once:
    committed videos are skipped on the retry, so only unfinished work is redone.
 3. ``summarise-video``, mapped per video: mean mask confidence per frame, frames to review, thumbnails.
@@ -29,16 +29,17 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.retry import retry_unless_bad_input
-from pipeline.batch import BatchResult, VideoResult, describe_video, segment_videos
-from pipeline.commit_key import commit_key
+from pipeline.batch.commit_key import commit_key
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.results import BatchResult, VideoResult, describe_video
+from pipeline.batch.segmenters import NearestColourFactory, PartModelFactory, SegmenterFactory
+from pipeline.batch.shared_tracks import check_tracker
 from pipeline.config import ConfigError, JobConfig, load_config
-from pipeline.inputs import VideoInput, expand_inputs
-from pipeline.manifest import is_committed, read_manifest
-from pipeline.out_root import check_output
-from pipeline.references import load_reference_set
-from pipeline.report import RunReport, VideoSection, cost_facts, video_section, write_report
-from pipeline.segmenters import NearestColourFactory, PartModelFactory, SegmenterFactory
-from pipeline.shared_tracks import check_tracker
+from pipeline.io.inputs import VideoInput, expand_inputs
+from pipeline.io.references import load_reference_set
+from pipeline.report.html import RunReport, VideoSection, cost_facts, video_section, write_report
+from pipeline.sinks.manifest import is_committed, read_manifest
+from pipeline.sinks.out_root import check_output
 from smite_ops.errors import InputError
 from smite_ops.part_model import load_part_model
 
@@ -165,7 +166,7 @@ def find_new_videos(inputs: list[str], out: str, key: str) -> list[VideoInput]:
 def segment_batch(
     uris: list[str], model: str | None, out: str, job: JobConfig, baseline: str | None, progress: bool
 ) -> BatchResult:
-    """Segment ``uris`` on Ray (:func:`pipeline.batch.segment_videos`) with the part model or the baseline;
+    """Segment ``uris`` on Ray (:func:`pipeline.batch.driver.segment_videos`) with the part model or the baseline;
     one log line per video as soon as it is done or failed."""
     logger = get_run_logger()
 

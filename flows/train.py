@@ -1,4 +1,4 @@
-"""The ``train`` flow: a reference set -> a learned part model (pipeline.train does the work)."""
+"""The ``train`` flow: a reference set -> a learned part model (pipeline.training.train does the work)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from flows.retry import retry_unless_bad_input
 from pipeline.config import load_config
-from pipeline.train import TrainResult, train_part_model
+from pipeline.training.train import TrainResult, train_part_model
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_bad_input)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.commit_key import commit_key, content_hash
+from pipeline.batch.commit_key import commit_key, content_hash
+from pipeline.batch.segmenters import NearestColourFactory, PartModelFactory
 from pipeline.config import ConfigError, load_config
-from pipeline.references import write_reference_set
-from pipeline.segmenters import NearestColourFactory, PartModelFactory
+from pipeline.io.references import write_reference_set
 from smite_ops.part_model import PartModel, save_part_model
 
 TRACKS = ["output.tracks=true", "tracker.kind=cotracker3"]

@@ -18,12 +18,12 @@ from flows.cli import app
 from flows.deploy import DeploymentError, check_cron, segment_deployment
 from flows.evaluate import evaluate_flow
 from flows.segment import run_of, segment_flow
-from pipeline.evaluate import EvaluationReport, evaluate_predictions
-from pipeline.manifest import manifest_path
-from pipeline.references import write_reference_set
-from pipeline.report_outputs import label_maps
+from pipeline.evaluation.evaluate import EvaluationReport, evaluate_predictions
+from pipeline.io.references import write_reference_set
+from pipeline.io.video import write_video
+from pipeline.sinks.manifest import manifest_path
+from pipeline.sinks.run_outputs import label_maps
 from pipeline.synth import generate_benchmark
-from pipeline.video import write_video
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = np.array([[0, 0, 200], [220, 30, 30], [30, 200, 30]], np.uint8)  # background, body, wheel

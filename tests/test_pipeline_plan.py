@@ -5,10 +5,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from pipeline.batch.plan import plan_video, window_geometry
 from pipeline.config import load_config
-from pipeline.inputs import InputError, VideoInput, expand_inputs, video_id_of
-from pipeline.plan import plan_video, window_geometry
-from pipeline.video import VideoInfo
+from pipeline.io.inputs import InputError, VideoInput, expand_inputs, video_id_of
+from pipeline.io.video import VideoInfo
 
 
 def _info(frames: int) -> VideoInfo:

@@ -1,4 +1,4 @@
-"""Pretrain the tiny SD-shaped backbone on synthetic frames: ``python -m pipeline.pretrain_tiny --out DIR``.
+"""Pretrain the tiny SD-shaped backbone on synthetic frames: ``python -m pipeline.training.pretrain_tiny --out DIR``.
 
 Randomly initialised attention is nearly uniform, so SMITE's attention maps carry no part structure; Stable
 Diffusion's are useful because it was pretrained as a denoiser. This script does the same, at toy scale:
@@ -198,7 +198,9 @@ def pretrain(settings: PretrainSettings) -> Path:
 
 def _parse(argv: list[str] | None) -> PretrainSettings:
     defaults = PretrainSettings(out=Path("."))
-    parser = argparse.ArgumentParser(prog="python -m pipeline.pretrain_tiny", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.training.pretrain_tiny", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     for name, value in vars(defaults).items():
         if name != "out":

@@ -33,7 +33,7 @@ import fsspec
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.smite50 import FRAMES_FILE, natural_key, read_ground_truth
+from pipeline.evaluation.smite50 import FRAMES_FILE, natural_key, read_ground_truth
 from smite_ops.errors import InputError
 from smite_ops.metrics import davis_f, davis_j, gt_consistent_flicker, miou
 

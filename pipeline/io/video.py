@@ -43,7 +43,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from av.video.stream import VideoStream
 from fsspec.implementations.local import LocalFileSystem
 
-from pipeline.inputs import fs_and_path
+from pipeline.io.inputs import fs_and_path
 from smite_ops.errors import InputError
 
 

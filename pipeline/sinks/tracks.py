@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.out_root import staging_path
+from pipeline.sinks.out_root import staging_path
 from smite_ops.tracking.long_video import VideoTracks
 
 TRACKS_SCHEMA = pa.schema(

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from types import TracebackType
 
-from pipeline.out_root import OutputError, output_fs
+from pipeline.sinks.out_root import OutputError, output_fs
 
 LOCK_FILE = "_lock.json"
 DEFAULT_TTL_S = 60.0

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.batch.windows import Window, group_shards, plan_windows
 from pipeline.config import JobConfig
-from pipeline.inputs import VideoInput
-from pipeline.video import VideoInfo
-from pipeline.windows import Window, group_shards, plan_windows
+from pipeline.io.inputs import VideoInput
+from pipeline.io.video import VideoInfo
 
 
 @dataclass(frozen=True)

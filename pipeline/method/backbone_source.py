@@ -9,7 +9,7 @@ import torch
 from pipeline.config import ModelConfig, RuntimeConfig
 from smite_ops.backbone import Backbone, default_device, default_dtype, load_backbone
 
-TINY_BACKBONE = Path(__file__).resolve().parent / "assets" / "tiny-sd"
+TINY_BACKBONE = Path(__file__).resolve().parent.parent / "assets" / "tiny-sd"
 """The embedded tiny SD-shaped backbone (diffusers format), used by ``configs/tiny.yaml`` and the demo."""
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -4,7 +4,7 @@ Sections: run facts (model id, config digest, durations, ...), the evaluation ta
 available (per video and per kind), a summary of every video (quality signals, frames to review, a link to
 its overlay video), then one card per video: the part names with their overlay colours, a per-part presence
 timeline with the flagged frames, the review score per frame, the worst frames first as overlay thumbnails
-with the reason each was flagged, and per-part quality signals (:mod:`pipeline.review`). The only links
+with the reason each was flagged, and per-part quality signals (:mod:`pipeline.report.review`). The only links
 out of the page are to the overlay videos (relative to the report when both are local files).
 """
 
@@ -15,20 +15,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from html import escape
-from typing import TYPE_CHECKING
 
 import fsspec
 import numpy as np
 
-from pipeline.evaluate import EvaluationReport, Scores
-from pipeline.manifest import MANIFEST_DIR, read_manifest
-from pipeline.overlay import part_palette
-from pipeline.report_outputs import RunOutputError, committed_video_ids, frame_thumbnails
-from pipeline.report_svg import presence_timeline, score_plot
-from pipeline.review import ReviewSettings, VideoReview, review_video
-
-if TYPE_CHECKING:  # the report never imports Ray (pipeline.batch does)
-    from pipeline.batch import VideoResult
+from pipeline.batch.results import VideoResult
+from pipeline.evaluation.evaluate import EvaluationReport, Scores
+from pipeline.report.review import ReviewSettings, VideoReview, review_video
+from pipeline.report.svg import presence_timeline, score_plot
+from pipeline.sinks.manifest import MANIFEST_DIR, read_manifest
+from pipeline.sinks.overlay import part_palette
+from pipeline.sinks.run_outputs import RunOutputError, committed_video_ids, frame_thumbnails
 
 _METRIC_COLUMNS = (
     ("miou_ref", "mIoU ref (%)", "{:.2f}"),
@@ -71,7 +68,7 @@ class VideoSection:
         error: the one-line error of a failed video.
         thumbnail_frames: the frame index of each thumbnail.
         part_names: the class names, index = part id (0 the background).
-        review: the review signals (:func:`pipeline.review.review_video`), when computed.
+        review: the review signals (:func:`pipeline.report.review.review_video`), when computed.
         overlay: the overlay video's path or URL, when there is one.
     """
 

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.augment import ReferenceAugmenter
-from pipeline.backbones import load_job_backbone
 from pipeline.config import ConfigError, JobConfig
-from pipeline.method_settings import learn_settings
-from pipeline.references import ReferenceSet, load_reference_set
+from pipeline.io.references import ReferenceSet, load_reference_set
+from pipeline.method.backbone_source import load_job_backbone
+from pipeline.method.settings import learn_settings
+from pipeline.training.augment import ReferenceAugmenter
 from smite_ops.conditioning import encode_part_prompt, encode_prompt
 from smite_ops.errors import InputError
 from smite_ops.learning import PartLearner
@@ -113,7 +113,7 @@ def train_part_model(
     """Train (or resume training) a part model.
 
     Args:
-        references_dir: reference set folder (see :mod:`pipeline.references`).
+        references_dir: reference set folder (see :mod:`pipeline.io.references`).
         out_dir: where the part model and the training state go.
         config: job configuration (``model``, ``train`` and ``runtime`` sections are used).
         validation_dir: optional separate reference set for model selection.

@@ -1,7 +1,7 @@
 """Review signals: which frames of a committed video a person should check first, and why.
 
 Everything here is computed from the committed masks dataset alone (one row per frame and part present:
-``area`` and ``score``, see :mod:`pipeline.masks_sink`), so it works for every run, old or new. Per frame
+``area`` and ``score``, see :mod:`pipeline.sinks.masks`), so it works for every run, old or new. Per frame
 ``t`` and part ``p`` (``a[t, p]``: the part's area as a fraction of the frame):
 
 * **shrink** ``max(0, M[p] - a[t, p]) / (M[p] + min_area)`` in [0, 1], ``M[p]`` the part's median area over
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.compute as pc
 
-from pipeline.report_outputs import read_video_masks
+from pipeline.sinks.run_outputs import read_video_masks
 
 
 @dataclass(frozen=True)

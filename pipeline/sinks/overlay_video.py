@@ -1,6 +1,6 @@
 """The overlay video output, ``overlays/<video_id>.mp4``, fed one frame at a time.
 
-:func:`pipeline.video.write_video` pulls frames from an iterable; the batch driver pushes frames as they are
+:func:`pipeline.io.video.write_video` pulls frames from an iterable; the batch driver pushes frames as they are
 stitched. This sink bridges the two with an encoder thread reading a bounded queue, so at most ``depth``
 frames wait in memory and the encoding overlaps the driver's other work. The video appears at its final
 path only once :meth:`OverlaySink.commit` succeeds (``write_video`` is atomic); :meth:`OverlaySink.abort`
@@ -15,8 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from pipeline.overlay import overlay_labels, part_palette
-from pipeline.video import write_video
+from pipeline.io.video import write_video
+from pipeline.sinks.overlay import overlay_labels, part_palette
 
 _DONE = object()
 

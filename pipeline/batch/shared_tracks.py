@@ -11,7 +11,7 @@ import fsspec
 import torch
 
 from pipeline.config import ConfigError, JobConfig
-from pipeline.video import VideoInfo, read_frames
+from pipeline.io.video import VideoInfo, read_frames
 from smite_ops.tracking.base import PointTracker
 from smite_ops.tracking.cotracker3 import CoTracker3Tracker, load_cotracker3
 from smite_ops.tracking.long_video import ChunkConfig, VideoTracks, track_long_video
@@ -53,7 +53,9 @@ def make_tracker(config: JobConfig) -> PointTracker:
         return LucasKanadeTracker()
     if tracker.checkpoint is None:
         raise ConfigError(NO_CHECKPOINT)
-    from pipeline.backbones import job_device  # imported here: it pulls in diffusers (~10 s), LK runs never need it
+    from pipeline.method.backbone_source import (
+        job_device,  # imported here: it pulls in diffusers (~10 s), LK runs never need it
+    )
 
     model = load_cotracker3(tracker.checkpoint, device=job_device(config.runtime))
     return CoTracker3Tracker(model, iters=tracker.iterations)

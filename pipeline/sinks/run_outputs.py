@@ -1,9 +1,9 @@
 """Read back what a segmentation run wrote, for reports and evaluation.
 
 A run's output root (local path or fsspec URL) holds ``masks/video_id=<id>/*.parquet`` (one row per frame and
-part present, see :mod:`pipeline.masks_sink`) and ``overlays/<id>.mp4``. This module turns those into the
-per-frame mean mask confidence, dense label maps (for :func:`pipeline.evaluate.evaluate_predictions`) and small
-PNG thumbnails.
+part present, see :mod:`pipeline.sinks.masks`) and ``overlays/<id>.mp4``. This module turns those into the
+per-frame mean mask confidence, dense label maps (for
+:func:`pipeline.evaluation.evaluate.evaluate_predictions`) and small PNG thumbnails.
 
 Mean mask confidence of a frame: the area-weighted mean of the rows' ``score`` (mean class probability inside
 each part's mask, background included), i.e. the mean over all pixels of the probability of the label chosen
@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 from pycocotools import mask as coco_mask
 
-from pipeline.manifest import MANIFEST_DIR
-from pipeline.video import probe_video, read_frames
+from pipeline.io.video import probe_video, read_frames
+from pipeline.sinks.manifest import MANIFEST_DIR
 from smite_ops.errors import InputError
 
 
@@ -102,7 +102,7 @@ def frame_thumbnails(video_uri: str, frame_indices: list[int], width: int = 192)
     """PNG bytes of the given frames of a video, scaled to ``width`` pixels wide, in the order given.
 
     Raises:
-        pipeline.video.VideoError: the video is missing or unreadable, or a frame is out of range.
+        pipeline.io.video.VideoError: the video is missing or unreadable, or a frame is out of range.
     """
     info = probe_video(video_uri)
     height = max(1, round(info.height * width / info.width))

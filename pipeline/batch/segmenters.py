@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from pipeline.commit_key import content_hash
+from pipeline.batch.commit_key import content_hash
 from pipeline.config import JobConfig
-from pipeline.method_settings import temporal_refiner
-from pipeline.references import load_reference_set
+from pipeline.io.references import load_reference_set
+from pipeline.method.settings import temporal_refiner
 from smite_ops.baselines import NearestColourSegmenter
 from smite_ops.part_model import MANIFEST_FILE, WEIGHTS_FILE, load_part_model
 from smite_ops.tracking.base import Tracks
@@ -62,7 +62,7 @@ class PartModelFactory:
 
     def __call__(self) -> LoadedSegmenter:
         # imported here: diffusers takes ~10 s to import, which actors running another segmenter never need
-        from pipeline.segment_video import build_segmenter
+        from pipeline.batch.sequential import build_segmenter
 
         segmenter, part_model = build_segmenter(self.model_dir, self.config)
         refine = temporal_refiner(segmenter, self.config.guidance)

@@ -1,7 +1,7 @@
 """Per-video manifests (the commit record), committed-video detection, and ``failures.parquet``.
 
 ``_manifest/<video_id>.json`` is written last, after every other output of the video is in place, so its
-presence marks a committed video: a rerun with the same commit key (:mod:`pipeline.commit_key`) skips it, and a
+presence marks a committed video: a rerun with the same commit key (:mod:`pipeline.batch.commit_key`) skips it, and a
 video without one, or committed under another key, is redone from scratch. ``failures.parquet`` holds one row
 per video whose last attempt failed (``video_id, uri, error_type, message``, sorted by video id); each run
 replaces the rows of the videos it processed and keeps the others.
@@ -19,7 +19,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.inputs import url_to_fs
+from pipeline.io.inputs import url_to_fs
 from smite_ops.errors import InputError
 
 MANIFEST_DIR = "_manifest"
@@ -39,7 +39,7 @@ class VideoManifest:
         num_frames, fps, height, width: its probe result (frames, frames/s, pixels).
         model_id, part_names: the segmenter that labelled it.
         config_digest: :meth:`JobConfig.digest` of the job.
-        commit_key: what the outputs depend on (:func:`pipeline.commit_key.commit_key`); a rerun skips the video
+        commit_key: what the outputs depend on (:func:`pipeline.batch.commit_key.commit_key`); a rerun skips the video
             only under the same key (never under the empty default).
         outputs: output kind (``masks``, ``overlay``, ``tracks``) -> path or URL.
         timings: seconds spent: ``total`` (first shard to commit) and ``model`` (inside segmenter calls, summed).

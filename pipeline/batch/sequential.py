@@ -7,7 +7,7 @@ released as soon as every window covering them is done, so memory does not grow 
 The outputs of a video appear together or not at all: label maps are written to a hidden staging folder
 (``OUT/.<video_id>.partial-<hex>``) that replaces ``OUT/<video_id>`` only once every frame is done, so an error
 leaves the previous outputs (or none) and a rerun of a shorter video keeps no stale frames; the overlay is
-written atomically by :func:`pipeline.video.write_video`, and removed when overlays are off.
+written atomically by :func:`pipeline.io.video.write_video`, and removed when overlays are off.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.backbones import load_job_backbone
+from pipeline.batch.stitch import ScoreStitcher, native_labels
+from pipeline.batch.windows import plan_windows
 from pipeline.config import JobConfig
-from pipeline.evaluate import save_label_maps
-from pipeline.inputs import video_id_of
-from pipeline.method_settings import segment_settings
-from pipeline.overlay import overlay_labels, part_palette
-from pipeline.stitch import ScoreStitcher, native_labels
-from pipeline.video import probe_video, read_frames, write_video
-from pipeline.windows import plan_windows
+from pipeline.evaluation.evaluate import save_label_maps
+from pipeline.io.inputs import video_id_of
+from pipeline.io.video import probe_video, read_frames, write_video
+from pipeline.method.backbone_source import load_job_backbone
+from pipeline.method.settings import segment_settings
+from pipeline.sinks.overlay import overlay_labels, part_palette
 from smite_ops.part_model import PartModel, load_part_model
 from smite_ops.segmentation import WindowSegmenter
 

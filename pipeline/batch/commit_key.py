@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import fsspec
 
+from pipeline.batch.shared_tracks import needs_tracks
 from pipeline.config import ConfigError, JobConfig
-from pipeline.shared_tracks import needs_tracks
 
 if TYPE_CHECKING:
-    from pipeline.segmenters import SegmenterFactory
+    from pipeline.batch.segmenters import SegmenterFactory
 
 NOT_OUTPUT_AFFECTING = ("runtime", "train")
 """Configuration sections that do not change a segmentation's outputs."""

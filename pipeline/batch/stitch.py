@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from pipeline.windows import Window
+from pipeline.batch.windows import Window
 
 
 def blend_weights(window: Window, num_frames: int) -> torch.Tensor:

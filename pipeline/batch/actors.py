@@ -23,12 +23,13 @@ from ray.actor import ActorHandle
 from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from pipeline.batch.plan import Shard
+from pipeline.batch.results import WorkerStats
+from pipeline.batch.segmenters import SegmenterFactory
+from pipeline.batch.shared_tracks import compute_video_tracks, make_tracker
+from pipeline.batch.windows import Window
 from pipeline.config import JobConfig, RuntimeConfig
-from pipeline.plan import Shard
-from pipeline.segmenters import SegmenterFactory
-from pipeline.shared_tracks import compute_video_tracks, make_tracker
-from pipeline.video import VideoInfo, read_frames
-from pipeline.windows import Window
+from pipeline.io.video import VideoInfo, read_frames
 from smite_ops.errors import InputError
 from smite_ops.tracking.base import PointTracker
 from smite_ops.tracking.long_video import VideoTracks, slice_tracks
@@ -62,17 +63,6 @@ class ShardResult:
     model_seconds: float
     decode_seconds: float
     frame_forwards: int = 0
-
-
-@dataclass(frozen=True)
-class WorkerStats:
-    """One actor process: its pid and node, shards done and model time since it (re)started, peak RSS in MiB."""
-
-    pid: int
-    node_id: str
-    shards: int
-    model_seconds: float
-    peak_rss_mib: float
 
 
 class ShardWorker:
@@ -137,7 +127,7 @@ class ShardWorker:
         return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds, forwards)
 
     def track(self, info: VideoInfo, config: JobConfig) -> tuple[VideoTracks, int]:
-        """Point tracks of one whole video (see :mod:`pipeline.shared_tracks`), with the tracker built once,
+        """Point tracks of one whole video (see :mod:`pipeline.batch.shared_tracks`), with the tracker built once,
         and the tracker work spent on them (``VideoTracks.point_frames``).
 
         Run as an actor task with two returns, the tracks stay in the object store: every shard that needs them

@@ -2,7 +2,7 @@
 
 Every in-progress file of a run lives under ``<out>/_staging/`` (never inside ``masks/`` or ``tracks/``), so
 readers of the dataset folders (``masks/*/*.parquet`` from DuckDB, ``pyarrow.dataset``) only ever see committed
-partitions. A run holds the root's lock (:mod:`pipeline.out_lock`), so whatever it finds in ``_staging/`` and
+partitions. A run holds the root's lock (:mod:`pipeline.sinks.out_lock`), so whatever it finds in ``_staging/`` and
 whatever hidden ``*.partial`` / ``*.pending`` file it finds beside the outputs was left by a run that died:
 :func:`remove_leftovers` deletes them before the run starts.
 """
@@ -14,8 +14,8 @@ import uuid
 import fsspec
 from fsspec.implementations.memory import MemoryFileSystem
 
-from pipeline.inputs import url_to_fs
-from pipeline.manifest import read_failures
+from pipeline.io.inputs import url_to_fs
+from pipeline.sinks.manifest import read_failures
 from smite_ops.errors import InputError
 
 STAGING_DIR = "_staging"

@@ -6,18 +6,18 @@ their shards to the least busy actor, and stitches and writes results as they co
 ``runtime.max_shards_in_flight`` shards are outstanding (running, queued on an actor, or returned but waiting
 for an earlier shard of their video), so neither a 10-hour video nor 10 000 videos fill the driver's memory
 or the object store. With guidance on, each video runs in two phases over the same windows
-(:mod:`pipeline.video_job`): phase-A shards give unguided scores, stitched into a reference that is put in
+(:mod:`pipeline.batch.video_job`): phase-A shards give unguided scores, stitched into a reference that is put in
 the object store shard by shard, and phase-B shards refine against it and against the video's point tracks,
 computed once per video by an actor and shared through the object store.
 
 A video that fails (unreadable, no frames, a segmenter error, an actor that keeps dying) is dropped with
 its partial outputs and recorded in ``failures.parquet``; the batch goes on. A dead actor process is
-restarted by Ray and its shards retried (:mod:`pipeline.actors`), so a single crash costs no video.
+restarted by Ray and its shards retried (:mod:`pipeline.batch.actors`), so a single crash costs no video.
 
 Output layout under ``out_uri``: ``masks/`` (Parquet, hive-partitioned by ``video_id``),
 ``overlays/<video_id>.mp4``, ``tracks/`` (when ``output.tracks``), ``_manifest/<video_id>.json``,
 ``failures.parquet``; while a run is on, ``_lock.json`` (its lease) and ``_staging/<run id>/`` (its in-progress
-files; see :mod:`pipeline.out_root`). A video's outputs appear only when it commits.
+files; see :mod:`pipeline.sinks.out_root`). A video's outputs appear only when it commits.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal
 
 import ray
 from ray.actor import ActorHandle
@@ -37,84 +35,27 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import remove_placement_group
 from tqdm import tqdm
 
-from pipeline.actors import ShardResult, WorkerStats, reserve_actor_slots, start_worker
-from pipeline.commit_key import commit_key
+from pipeline.batch.actors import ShardResult, reserve_actor_slots, start_worker
+from pipeline.batch.commit_key import commit_key
+from pipeline.batch.plan import Shard, plan_video
+from pipeline.batch.results import BatchResult, VideoResult, WorkerStats, describe_video
+from pipeline.batch.segmenters import PartModelFactory, SegmenterFactory
+from pipeline.batch.shared_tracks import check_tracker, needs_tracks
+from pipeline.batch.video_job import VideoJob
 from pipeline.config import JobConfig, RuntimeConfig
-from pipeline.inputs import VideoInput, expand_inputs
-from pipeline.manifest import Failure, is_committed, manifest_path, update_failures
-from pipeline.out_lock import OutputLock
-from pipeline.out_root import check_writable, remove_leftovers
-from pipeline.plan import Shard, plan_video
-from pipeline.segmenters import PartModelFactory, SegmenterFactory
-from pipeline.shared_tracks import check_tracker, needs_tracks
-from pipeline.video import probe_video
-from pipeline.video_job import VideoJob
+from pipeline.io.inputs import VideoInput, expand_inputs
+from pipeline.io.video import probe_video
+from pipeline.sinks.manifest import Failure, is_committed, manifest_path, update_failures
+from pipeline.sinks.out_lock import OutputLock
+from pipeline.sinks.out_root import check_writable, remove_leftovers
 from smite_ops.errors import InputError
 
-Status = Literal["done", "skipped", "failed"]
 LOCAL_PLACEMENT_S = 5.0
 """Placement wait on a local Ray cluster started by :func:`ray_session`, s."""
 
 
 class BatchError(InputError):
     """The batch cannot start (e.g. the segmenter cannot be built); one line naming the cause."""
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    """What happened to one video of the batch.
-
-    Attributes:
-        video_id, uri: the video.
-        status: ``done`` (segmented and committed now), ``skipped`` (committed by an earlier run with the same
-            configuration) or ``failed`` (see ``error``; also a row of ``failures.parquet``).
-        num_frames: frames segmented (0 unless done).
-        outputs: output kind (``masks``, ``overlay``, ``tracks``, ``manifest``) -> path or URL.
-        seconds: wall time from its first shard to its commit, s.
-        model_seconds: time inside segmenter calls for this video, summed over actors, s.
-        error_type, error: the error's class name and one-line message, for a failed video.
-    """
-
-    video_id: str
-    uri: str
-    status: Status
-    num_frames: int = 0
-    outputs: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    model_seconds: float = 0.0
-    error_type: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """The outcome of :func:`segment_videos`.
-
-    Attributes:
-        out_uri: the output root.
-        videos: one result per input video, in input order.
-        failures_path: path of ``failures.parquet``.
-        seconds: wall time of the whole call, s (actor start-up included).
-        workers: per shard-actor process at the end: shards done, model seconds, peak RSS (MiB).
-        peak_outstanding: the most shards outstanding at once (at most the in-flight bound without guidance;
-            with guidance one more than the shards held, when those alone reach the bound).
-    """
-
-    out_uri: str
-    videos: tuple[VideoResult, ...]
-    failures_path: str
-    seconds: float
-    workers: tuple[WorkerStats, ...]
-    peak_outstanding: int
-
-    def with_status(self, status: Status) -> list[VideoResult]:
-        """The videos that ended with ``status``."""
-        return [video for video in self.videos if video.status == status]
-
-    @property
-    def frames(self) -> int:
-        """Frames segmented by this call."""
-        return sum(video.num_frames for video in self.videos)
 
 
 @contextmanager
@@ -311,15 +252,6 @@ class _Driver:
                 remove_placement_group(group)
 
 
-def describe_video(result: VideoResult) -> str:
-    """One line for a finished video: its id, status, frames and time, or its error."""
-    if result.status == "failed":
-        return f"{result.video_id}: failed: {result.error_type}: {result.error}"
-    if result.status == "skipped":
-        return f"{result.video_id}: skipped (already committed)"
-    return f"{result.video_id}: done, {result.num_frames} frames in {result.seconds:.1f} s"
-
-
 def _print_video(result: VideoResult) -> None:
     tqdm.write(describe_video(result))
 
@@ -340,17 +272,17 @@ def segment_videos(
 ) -> BatchResult:
     """Segment every video of ``inputs`` and write the outputs under ``out_uri``.
 
-    Before Ray starts, the output root is checked writable and its lock taken (:mod:`pipeline.out_lock`; one
-    run per root), and what dead runs left there is removed (:func:`pipeline.out_root.remove_leftovers`).
+    Before Ray starts, the output root is checked writable and its lock taken (:mod:`pipeline.sinks.out_lock`; one
+    run per root), and what dead runs left there is removed (:func:`pipeline.sinks.out_root.remove_leftovers`).
 
     Args:
-        inputs: video files, folders, globs or fsspec URLs (see :mod:`pipeline.inputs`).
+        inputs: video files, folders, globs or fsspec URLs (see :mod:`pipeline.io.inputs`).
         model_dir: the learned part model (used by the default segmenter factory).
         out_uri: output root, a local path or fsspec URL (layout in the module docstring).
         config: the job configuration.
         progress: show an overall progress bar (videos) and one per video (frames).
         segmenter_factory: builds the segmenter inside each actor; default
-            :class:`~pipeline.segmenters.PartModelFactory` of ``model_dir`` and ``config``.
+            :class:`~pipeline.batch.segmenters.PartModelFactory` of ``model_dir`` and ``config``.
         on_video: called with each video's result as soon as it is done, skipped or failed; default: print
             :func:`describe_video` when ``progress`` is on.
 

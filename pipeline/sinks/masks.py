@@ -5,7 +5,7 @@ Layout under the output root (local path or fsspec URL)::
     masks/video_id=<id>/part-00000.parquet    hive-partitioned by video_id
 
 A video's partition is written in the run's staging folder (``<root>/_staging/<run_id>/``, outside ``masks/``;
-see :mod:`pipeline.out_root`) and moved into place only by :meth:`VideoMaskWriter.commit`, so readers of
+see :mod:`pipeline.sinks.out_root`) and moved into place only by :meth:`VideoMaskWriter.commit`, so readers of
 ``masks/`` (``masks/*/*.parquet``, ``pyarrow.dataset``) never see half a video or an in-progress file.
 Rows are written in frame order with fixed writer settings: the same frames give byte-identical files.
 """
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as coco_mask
 
-from pipeline.out_root import staging_path
+from pipeline.sinks.out_root import staging_path
 
 RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.binary())])
 

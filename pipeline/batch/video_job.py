@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.actors import ShardResult
+from pipeline.batch.actors import ShardResult
+from pipeline.batch.plan import Shard, VideoPlan
+from pipeline.batch.stitch import ScoreStitcher, native_probabilities
 from pipeline.config import JobConfig
-from pipeline.manifest import VideoManifest, remove_manifest, write_manifest
-from pipeline.masks_sink import VideoMaskWriter
-from pipeline.overlay_sink import OverlaySink
-from pipeline.plan import Shard, VideoPlan
-from pipeline.stitch import ScoreStitcher, native_probabilities
-from pipeline.tracks_sink import write_tracks
-from pipeline.video import iter_frames
+from pipeline.io.video import iter_frames
+from pipeline.sinks.manifest import VideoManifest, remove_manifest, write_manifest
+from pipeline.sinks.masks import VideoMaskWriter
+from pipeline.sinks.overlay_video import OverlaySink
+from pipeline.sinks.tracks import write_tracks
 from smite_ops.tracking.long_video import VideoTracks
 
 
@@ -49,8 +49,8 @@ class VideoJob:
         part_names, model_id: from the segmenter, for the mask rows.
         config: the job configuration (``output`` section and digest).
         progress: show a per-video progress bar (frames).
-        run_id: the run's staging folder name (see :mod:`pipeline.out_root`).
-        commit_key: recorded in the manifest (see :mod:`pipeline.commit_key`).
+        run_id: the run's staging folder name (see :mod:`pipeline.sinks.out_root`).
+        commit_key: recorded in the manifest (see :mod:`pipeline.batch.commit_key`).
     """
 
     def __init__(
