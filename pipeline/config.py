@@ -222,7 +222,6 @@ class OutputConfig(_Section):
     """Which outputs a segmentation job writes besides the Parquet masks."""
 
     overlays: bool = True
-    label_video: bool = False
     tracks: bool = False
     overlay_fps: Annotated[float, Field(gt=0)] | None = Field(None, description="None: the source video's fps")
 

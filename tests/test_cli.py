@@ -62,6 +62,7 @@ def test_synth_then_evaluate_ground_truth_against_itself(tmp_path: Path) -> None
         (["train", "/nonexistent/refs", "--out", "/tmp/unused"], "/nonexistent/refs: reference set folder not found"),
         (["segment-video", "/none.mp4", "--model", "/tmp/m", "--out", "/tmp/o"], "/none.mp4: no such file"),
         (["evaluate-masks", "/nonexistent/pred", "/nonexistent/gt"], "/nonexistent/"),
+        (["synth", "/nonexistent/synth", "--size", "16"], "size=16"),
     ],
 )
 def test_input_errors_exit_2_with_one_line(args: list[str], message: str) -> None:

@@ -9,6 +9,7 @@ job computes tracks with CoTracker3, and the output-affecting configuration: eve
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ def content_hash(uri: str) -> str:
     fs, base = fsspec.core.url_to_fs(str(uri))
     base = base.rstrip("/")
     if not fs.exists(base):
-        raise FileNotFoundError(uri)
+        raise FileNotFoundError(errno.ENOENT, "not found", uri)
     files = [base] if fs.isfile(base) else sorted(fs.find(base))
     digest = hashlib.sha256()
     for path in files:
@@ -53,9 +54,16 @@ def output_settings(config: JobConfig) -> dict[str, Any]:
 
 
 def segmenter_fingerprint(factory: SegmenterFactory) -> Any:
-    """The factory's ``fingerprint()`` (content hashes of what it loads); its ``repr`` for factories without one."""
+    """The factory's ``fingerprint()`` (content hashes of what it loads); its ``repr`` for factories without one.
+
+    Raises:
+        ConfigError: a file the segmenter loads cannot be read (e.g. no part model at its path).
+    """
     fingerprint = getattr(factory, "fingerprint", None)
-    return fingerprint() if callable(fingerprint) else repr(factory)
+    try:
+        return fingerprint() if callable(fingerprint) else repr(factory)
+    except OSError as error:
+        raise ConfigError(f"{error.filename}: cannot read the segmenter's files ({error.strerror})") from None
 
 
 def tracker_fingerprint(config: JobConfig) -> str | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pipeline.batch.windows import Window, group_shards, plan_windows
 from pipeline.config import JobConfig
 from pipeline.io.inputs import VideoInput
-from pipeline.io.video import VideoInfo
+from pipeline.io.video import VideoError, VideoInfo
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,10 @@ def plan_video(video: VideoInput, info: VideoInfo, config: JobConfig) -> VideoPl
     """Plan the windows and shards of one probed video.
 
     Raises:
-        ValueError: the video has no frames.
+        VideoError: the video has no frames.
     """
     if info.num_frames < 1:
-        raise ValueError(f"{video.uri}: the video has no frames")
+        raise VideoError(video.uri, "the video has no frames")
     window, overlap = window_geometry(config)
     windows = plan_windows(info.num_frames, window, overlap)
     shards = tuple(

@@ -34,10 +34,15 @@ from pipeline.io.references import write_reference_set
 from pipeline.io.video import write_video
 from pipeline.synth.scene import background_texture, random_pose, random_scene, render, render_video
 from pipeline.synth.shapes import KINDS, ObjectKind
+from smite_ops.errors import InputError
 
 GRANULARITIES = ("fine", "coarse")
 FPS = 24.0
 _REFERENCE, _VIDEO = 0, 1
+
+
+class SynthError(InputError):
+    """Arguments the synthetic benchmark cannot be generated with (an unknown kind, a count or size out of range)."""
 
 
 def stream(seed: int, kind: str, role: int, index: int) -> np.random.Generator:
@@ -115,13 +120,13 @@ def generate_benchmark(
         The dataset folders written, ``<out_dir>/<kind>_<granularity>``, fine before coarse per kind.
 
     Raises:
-        ValueError: an unknown kind or an out-of-range count or size.
+        SynthError: an unknown kind or an out-of-range count or size.
     """
     names = list(KINDS) if kinds is None else list(kinds)
     if unknown := [name for name in names if name not in KINDS]:
-        raise ValueError(f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
+        raise SynthError(f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
     if size < 32 or num_references < 1 or videos_per_kind < 1 or num_frames < 2:
-        raise ValueError(
+        raise SynthError(
             f"generate_benchmark: need size >= 32, num_references >= 1, videos_per_kind >= 1, num_frames >= 2; got "
             f"size={size}, num_references={num_references}, videos_per_kind={videos_per_kind}, num_frames={num_frames}"
         )
