@@ -171,10 +171,10 @@ def segment(
     from flows.lifeline import guard_children
     from flows.segment import check_segment_job, run_of, segment_flow
 
-    check_segment_job(inputs, model, config, overrides or [], baseline, out)
+    job = check_segment_job(inputs, model, config, overrides or [], baseline, out)
     guard_children()
-    run = run_of(segment_flow(inputs, out, model=model, config=config, overrides=overrides, baseline=baseline,
-                              threshold=threshold, progress=True, return_state=True))
+    run = run_of(segment_flow(inputs, out, model=model, config=job, baseline=baseline, threshold=threshold,
+                              progress=True, return_state=True))
     if run.batch is None:
         typer.echo(f"nothing to do: every input video is already committed in {out}")
         return
@@ -205,10 +205,9 @@ def evaluate(
     from flows.evaluate import check_evaluate_job, evaluate_flow
     from flows.lifeline import guard_children
 
-    check_evaluate_job(dataset, model, config, overrides or [], baseline, out)
+    job = check_evaluate_job(dataset, model, config, overrides or [], baseline, out)
     guard_children()
-    run = evaluate_flow(dataset, out, model=model, config=config, overrides=overrides, baseline=baseline,
-                        size=size, progress=True)
+    run = evaluate_flow(dataset, out, model=model, config=job, baseline=baseline, size=size, progress=True)
     typer.echo(run.evaluation.to_markdown())
     typer.echo(f"metrics: {run.metrics_json} {run.metrics_markdown}\nreport: {run.report}")
     if failed := run.segment.batch.with_status("failed") if run.segment.batch else []:

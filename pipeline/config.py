@@ -337,3 +337,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         return JobConfig.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+
+
+def resolve_config(config: str | Path | JobConfig | None, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
+    """A job's configuration: ``config`` itself when it is already a :class:`JobConfig` (resolved once by the
+    caller, e.g. the CLI), else :func:`load_config` of the file or preset with ``overrides``.
+
+    Raises:
+        ConfigError: overrides given with an already resolved configuration, or what :func:`load_config` raises.
+    """
+    if not isinstance(config, JobConfig):
+        return load_config(config, overrides)
+    if overrides:
+        raise ConfigError(f"--set {' '.join(overrides)}: overrides apply when a config loads, not to a JobConfig")
+    return config

@@ -26,7 +26,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import ray
@@ -43,7 +43,7 @@ from pipeline.batch.segmenters import PartModelFactory, SegmenterFactory
 from pipeline.batch.shared_tracks import check_tracker, needs_tracks
 from pipeline.batch.video_job import VideoJob
 from pipeline.config import JobConfig, RuntimeConfig
-from pipeline.io.inputs import VideoInput, expand_inputs
+from pipeline.io.inputs import VideoInput, as_videos
 from pipeline.io.video import probe_video
 from pipeline.sinks.manifest import Failure, is_committed, manifest_path, update_failures
 from pipeline.sinks.out_lock import OutputLock
@@ -261,7 +261,7 @@ def _ignore_video(result: VideoResult) -> None:
 
 
 def segment_videos(
-    inputs: list[str],
+    inputs: Sequence[str] | Sequence[VideoInput],
     model_dir: str,
     out_uri: str,
     config: JobConfig,
@@ -276,7 +276,8 @@ def segment_videos(
     run per root), and what dead runs left there is removed (:func:`pipeline.sinks.out_root.remove_leftovers`).
 
     Args:
-        inputs: video files, folders, globs or fsspec URLs (see :mod:`pipeline.io.inputs`).
+        inputs: video files, folders, globs or fsspec URLs (see :mod:`pipeline.io.inputs`), or videos already
+            expanded (:class:`VideoInput`, ids kept as given).
         model_dir: the learned part model (used by the default segmenter factory).
         out_uri: output root, a local path or fsspec URL (layout in the module docstring).
         config: the job configuration.
@@ -297,7 +298,7 @@ def segment_videos(
     """
     started = time.perf_counter()
     check_tracker(config)
-    videos = expand_inputs(inputs)
+    videos = as_videos(inputs)
     factory = segmenter_factory or PartModelFactory(model_dir, config)
     key = commit_key(config, factory)
     callback = on_video or (_print_video if progress else _ignore_video)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import posixpath
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fsspec
@@ -156,6 +157,18 @@ def _common_root(roots: list[str]) -> str:
 
 def _relative(path: str, root: str) -> str:
     return path[len(root.rstrip("/")) + 1 :] if root != "/" else path.lstrip("/")
+
+
+def as_videos(inputs: Sequence[str] | Sequence[VideoInput]) -> list[VideoInput]:
+    """The videos of a job: :class:`VideoInput` items as given (already expanded, their ids kept), strings
+    expanded together by :func:`expand_inputs`.
+
+    Ids depend on every input of a job (they are relative to the inputs' common root), so a subset of a job's
+    videos is passed on as :class:`VideoInput` items, never re-expanded from its URIs.
+    """
+    if inputs and all(isinstance(item, VideoInput) for item in inputs):
+        return list(inputs)
+    return expand_inputs(list(inputs))
 
 
 def expand_inputs(inputs: list[str]) -> list[VideoInput]:
