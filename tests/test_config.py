@@ -72,6 +72,7 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("model:\n  resolution: 500\n", "model.resolution: Value error, must be a multiple of 32"),
         ("parts: [wheel, background]\n", "parts: Value error, the first part must be 'background'"),
         ("segment:\n  t_range: [100, 90]\n", "segment.t_range: Value error, must be [low, high]"),
+        ("guidance:\n  timesteps: [101, 104]\n", "guidance.timesteps: Value error, must be strictly decreasing"),
         ("train: [1, 2\n", "not valid YAML at line"),
         ("- a\n- b\n", "top level must be a mapping"),
     ],
