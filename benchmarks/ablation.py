@@ -8,7 +8,7 @@ x {reference variant, paper variant} of the spatio-temporal guidance (METHOD.md 
 
 Weights are the reference's suggested ones (tracking 0.1, low-pass 8); all other values are the reference's
 defaults (4 timesteps 104..101, 15 iterations, 4-frame slices, voting window 15). Every row uses the guided
-windows (16 frames, overlap 8), blended by ``pipeline.stitch``; ``S_ref`` of a window is its own unguided pass
+windows (16 frames, overlap 8), blended by ``pipeline.batch.stitch``; ``S_ref`` of a window is its own unguided pass
 (phase A of ARCHITECTURE.md §4, without the reference's serial hand-over). Tracks: the weight-free
 Lucas-Kanade tracker on the native frames, once per video, shared by the windows.
 
@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.backbones import load_job_backbone
+from pipeline.batch.stitch import ScoreStitcher, native_labels
+from pipeline.batch.windows import plan_windows
 from pipeline.config import load_config
-from pipeline.smite50 import read_ground_truth
-from pipeline.stitch import ScoreStitcher, native_labels
+from pipeline.evaluation.smite50 import read_ground_truth
+from pipeline.io.video import read_frames
+from pipeline.method.backbone_source import load_job_backbone
 from pipeline.synth.generate import generate_benchmark
-from pipeline.train import train_part_model
-from pipeline.video import read_frames
-from pipeline.windows import plan_windows
+from pipeline.training.train import train_part_model
 from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
 from smite_ops.metrics import davis_f, gt_consistent_flicker, miou
 from smite_ops.part_model import load_part_model

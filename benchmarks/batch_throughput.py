@@ -26,11 +26,11 @@ from pathlib import Path
 import ray
 import torch
 
-from pipeline.actors import peak_rss_mib
-from pipeline.batch import segment_videos
+from pipeline.batch.actors import peak_rss_mib
+from pipeline.batch.driver import segment_videos
 from pipeline.config import JobConfig, load_config
 from pipeline.synth import generate_benchmark
-from pipeline.train import train_part_model
+from pipeline.training.train import train_part_model
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

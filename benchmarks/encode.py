@@ -1,6 +1,6 @@
 """Overlay encoding: is the H.264 bitstream repeatable, and what does each x264 threading setting cost?
 
-Overlays are part of the rerun contract (a rerun writes byte-identical files), so ``pipeline.video`` pins
+Overlays are part of the rerun contract (a rerun writes byte-identical files), so ``pipeline.io.video`` pins
 x264's threading (``X264_THREADING``). This script encodes the same frames ``--repeats`` times with each
 setting and prints how many distinct files came out and the mean seconds per encode. Rows:
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-import pipeline.video as video
+import pipeline.io.video as video
 
 SETTINGS: dict[str, dict[str, str]] = {
     "auto": {},

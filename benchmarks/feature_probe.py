@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.backbones import TINY_BACKBONE
-from pipeline.references import load_reference_set
-from pipeline.smite50 import read_ground_truth
+from pipeline.evaluation.smite50 import read_ground_truth
+from pipeline.io.references import load_reference_set
+from pipeline.io.video import read_frames
+from pipeline.method.backbone_source import TINY_BACKBONE
 from pipeline.synth import generate_benchmark
-from pipeline.video import read_frames
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt
 from smite_ops.learning import nearest_mask

@@ -1,10 +1,10 @@
 """Measured cost of the production path on one GPU: training steps, tracking, phase A and every phase-B mode.
 
 Everything runs through the production code: an SD-2.1-base-shaped UNet and VAE with random weights (cost does
-not depend on their values) are saved in diffusers format and loaded with :func:`pipeline.backbones.
+not depend on their values) are saved in diffusers format and loaded with :func:`pipeline.method.backbone_source.
 load_job_backbone`, in the job's dtype (``auto``: bf16 on CUDA), from the ``smite`` preset; settings come from
-:mod:`pipeline.method_settings`; the video is an H.264 file decoded by :mod:`pipeline.video`; tracks come from
-our CoTracker3 (random weights) through :func:`pipeline.shared_tracks.compute_video_tracks`. Rows:
+:mod:`pipeline.method.settings`; the video is an H.264 file decoded by :mod:`pipeline.io.video`; tracks come from
+our CoTracker3 (random weights) through :func:`pipeline.batch.shared_tracks.compute_video_tracks`. Rows:
 
 - ``train stage 1`` / ``train stage 2``: one :meth:`smite_ops.learning.PartLearner.step` at 512 px (float32
   weights under bf16 autocast, classifier-free guidance doubling the batch, as ``smite train`` runs);
@@ -38,11 +38,11 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from benchmarks.window_cost import SD21_UNET, SD_VAE
-from pipeline.backbones import load_job_backbone
+from pipeline.batch.shared_tracks import compute_video_tracks, make_tracker
 from pipeline.config import JobConfig, load_config
-from pipeline.method_settings import learn_settings, segment_settings, temporal_refiner
-from pipeline.shared_tracks import compute_video_tracks, make_tracker
-from pipeline.video import probe_video, read_frames, write_video
+from pipeline.io.video import probe_video, read_frames, write_video
+from pipeline.method.backbone_source import load_job_backbone
+from pipeline.method.settings import learn_settings, segment_settings, temporal_refiner
 from smite_ops.backbone import Backbone
 from smite_ops.learning import PartLearner
 from smite_ops.part_model import PartModel

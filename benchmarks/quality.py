@@ -3,11 +3,11 @@
 For every dataset (kind x granularity) of a benchmark folder written by
 :func:`pipeline.synth.generate_benchmark`, the harness
 
-1. trains a part model on the dataset's references (:func:`pipeline.train.train_part_model`);
-2. segments its test videos with :func:`pipeline.segment_video.segment_video_file` (label PNGs);
+1. trains a part model on the dataset's references (:func:`pipeline.training.train.train_part_model`);
+2. segments its test videos with :func:`pipeline.batch.sequential.segment_video_file` (label PNGs);
 3. labels the same videos with the all-background and the nearest-colour baselines
    (:mod:`smite_ops.baselines`, the latter fitted on the same references);
-4. evaluates all three with :func:`pipeline.evaluate.evaluate_predictions` at the videos' native size,
+4. evaluates all three with :func:`pipeline.evaluation.evaluate.evaluate_predictions` at the videos' native size,
 
 and prints a markdown table of mIoU (reference convention, %), DAVIS J and F, and flicker (lower is better)
 per dataset, with means per kind and overall. Run::
@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.batch.sequential import segment_video_file
 from pipeline.config import JobConfig, load_config
-from pipeline.evaluate import EvaluationReport, GroupScores, evaluate_predictions, save_label_maps
-from pipeline.references import load_reference_set
-from pipeline.segment_video import segment_video_file
+from pipeline.evaluation.evaluate import EvaluationReport, GroupScores, evaluate_predictions, save_label_maps
+from pipeline.io.references import load_reference_set
+from pipeline.io.video import read_frames
 from pipeline.synth import generate_benchmark
-from pipeline.train import train_part_model
-from pipeline.video import read_frames
+from pipeline.training.train import train_part_model
 from smite_ops.baselines import AllBackgroundSegmenter, NearestColourSegmenter
 
 METHODS = ("smite", "nearest-colour", "all-background")

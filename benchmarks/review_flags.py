@@ -1,6 +1,6 @@
-"""How well the review flags (:mod:`pipeline.review`) find the frames that are really wrong.
+"""How well the review flags (:mod:`pipeline.report.review`) find the frames that are really wrong.
 
-For each video, the committed masks are scored and flagged by :func:`pipeline.review.review_video`, and each
+For each video, the committed masks are scored and flagged by :func:`pipeline.report.review.review_video`, and each
 frame's mIoU against the dense ground truth (mean over the classes present in the frame's ground truth or
 prediction, in %) says which frames are bad: more than ``--margin`` points below the video's median frame
 (a frame clearly worse than the rest of its video). Printed per kind (markdown):
@@ -14,8 +14,8 @@ prediction, in %) says which frames are bad: more than ``--margin`` points below
 Predictions come from either
 
 * the nearest-colour baseline (default): fitted on each dataset's references, its class frequencies go
-  through the pipeline's softmax (:func:`pipeline.stitch.native_probabilities`) and mask sink
-  (:class:`pipeline.masks_sink.VideoMaskWriter`) in this process; or
+  through the pipeline's softmax (:func:`pipeline.batch.stitch.native_probabilities`) and mask sink
+  (:class:`pipeline.sinks.masks.VideoMaskWriter`) in this process; or
 * ``--run OUT --data DATASET``: a committed run (e.g. the demo's ``runs/car_coarse``) and its dataset.
 
 Run::
@@ -23,7 +23,7 @@ Run::
     .venv/bin/python -m benchmarks.review_flags [--bench /tmp/review_bench] [--size 96] [--frames 48] [--videos 3]
     .venv/bin/python -m benchmarks.review_flags --run demo_out/runs/car_coarse --data demo_out/data/car_coarse
 
-The synthetic benchmark is generated first when missing. The defaults of :class:`pipeline.review.ReviewSettings`
+The synthetic benchmark is generated first when missing. The defaults of :class:`pipeline.report.review.ReviewSettings`
 were set on the demo's car_00 (tiny model) and the baseline's car videos; rows of other kinds and videos are
 held out (``--tuning-videos`` names the tuning videos of a ``--run``).
 """
@@ -39,14 +39,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.masks_sink import VideoMaskWriter
-from pipeline.references import load_reference_set
-from pipeline.report_outputs import flag_low_confidence, frame_confidence, label_maps
-from pipeline.review import ReviewSettings, review_video
-from pipeline.smite50 import read_ground_truth
-from pipeline.stitch import native_probabilities
+from pipeline.batch.stitch import native_probabilities
+from pipeline.evaluation.smite50 import read_ground_truth
+from pipeline.io.references import load_reference_set
+from pipeline.io.video import read_frames
+from pipeline.report.review import ReviewSettings, review_video
+from pipeline.sinks.masks import VideoMaskWriter
+from pipeline.sinks.run_outputs import flag_low_confidence, frame_confidence, label_maps
 from pipeline.synth import generate_benchmark
-from pipeline.video import read_frames
 from smite_ops.baselines import NearestColourSegmenter
 
 TUNED_ON = ("car",)

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.actors import peak_rss_mib
-from pipeline.batch import segment_videos
+from pipeline.batch.actors import peak_rss_mib
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.segmenters import LoadedSegmenter
 from pipeline.config import load_config
-from pipeline.segmenters import LoadedSegmenter
-from pipeline.video import write_video
+from pipeline.io.video import write_video
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 MAP_SIZE = 32

@@ -43,11 +43,11 @@ import numpy as np
 import torch
 
 from benchmarks.ablation import TRACK_WEIGHT, WINDOW, VideoCase, load_cases, prepare, video_tracks
-from pipeline.backbones import load_job_backbone
+from pipeline.batch.stitch import ScoreStitcher, native_labels
+from pipeline.batch.windows import Window, plan_windows
 from pipeline.config import load_config
-from pipeline.stitch import ScoreStitcher, native_labels
+from pipeline.method.backbone_source import load_job_backbone
 from pipeline.synth.generate import generate_benchmark
-from pipeline.windows import Window, plan_windows
 from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
 from smite_ops.metrics import davis_f, gt_consistent_flicker, miou
 from smite_ops.part_model import load_part_model
@@ -135,7 +135,7 @@ class PhaseA:
 
 
 def stitch(windows: list[Window], num_frames: int, window_scores: list[torch.Tensor]) -> torch.Tensor:
-    """Blend per-window scores into ``(T, P, s, s)`` float32 (``pipeline.stitch``)."""
+    """Blend per-window scores into ``(T, P, s, s)`` float32 (``pipeline.batch.stitch``)."""
     stitcher = ScoreStitcher(windows, num_frames)
     frames: dict[int, torch.Tensor] = {}
     for window, scores in zip(windows, window_scores, strict=True):

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
-from pipeline.backbones import TINY_BACKBONE
+from pipeline.method.backbone_source import TINY_BACKBONE
 from smite_ops.backbone import Backbone, load_backbone
 from smite_ops.part_model import PartModel
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter

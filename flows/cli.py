@@ -103,7 +103,7 @@ def evaluate_masks(
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")] = None,
 ) -> None:
     """Compare predicted label maps with ground truth: mIoU, J, F and flicker per video and per kind."""
-    from pipeline.evaluate import evaluate_predictions
+    from pipeline.evaluation.evaluate import evaluate_predictions
 
     report = evaluate_predictions(pred, gt, size=size)
     typer.echo(report.to_markdown())
@@ -123,8 +123,8 @@ def train(
     validation: Annotated[str | None, typer.Option(help="separate reference set for model selection")] = None,
 ) -> None:
     """Learn a part model from a few annotated reference images (resumes from OUT if interrupted)."""
-    from pipeline.out_root import check_local_folder
-    from pipeline.train import train_part_model
+    from pipeline.sinks.out_root import check_local_folder
+    from pipeline.training.train import train_part_model
 
     check_local_folder(out)
     job = load_config(config, overrides or [])
@@ -145,7 +145,7 @@ def segment_video(
     overrides: SetOption = None,
 ) -> None:
     """Segment one video in this process, window after window, without guidance (development and small jobs)."""
-    from pipeline.segment_video import segment_video_file
+    from pipeline.batch.sequential import segment_video_file
 
     job = load_config(config, overrides or [])
     result = segment_video_file(video, model, out, job)
@@ -171,10 +171,10 @@ def segment(
     from flows.lifeline import guard_children
     from flows.segment import check_segment_job, run_of, segment_flow
 
-    check_segment_job(inputs, model, config, overrides or [], baseline, out)
+    job = check_segment_job(inputs, model, config, overrides or [], baseline, out)
     guard_children()
-    run = run_of(segment_flow(inputs, out, model=model, config=config, overrides=overrides, baseline=baseline,
-                              threshold=threshold, progress=True, return_state=True))
+    run = run_of(segment_flow(inputs, out, model=model, config=job, baseline=baseline, threshold=threshold,
+                              progress=True, return_state=True))
     if run.batch is None:
         typer.echo(f"nothing to do: every input video is already committed in {out}")
         return
@@ -205,10 +205,9 @@ def evaluate(
     from flows.evaluate import check_evaluate_job, evaluate_flow
     from flows.lifeline import guard_children
 
-    check_evaluate_job(dataset, model, config, overrides or [], baseline, out)
+    job = check_evaluate_job(dataset, model, config, overrides or [], baseline, out)
     guard_children()
-    run = evaluate_flow(dataset, out, model=model, config=config, overrides=overrides, baseline=baseline,
-                        size=size, progress=True)
+    run = evaluate_flow(dataset, out, model=model, config=job, baseline=baseline, size=size, progress=True)
     typer.echo(run.evaluation.to_markdown())
     typer.echo(f"metrics: {run.metrics_json} {run.metrics_markdown}\nreport: {run.report}")
     if failed := run.segment.batch.with_status("failed") if run.segment.batch else []:
@@ -260,7 +259,7 @@ def deploy(
     from flows.deploy import segment_deployment, serve_deployment
     from flows.lifeline import guard_children
     from flows.segment import check_job_settings, check_segmenter
-    from pipeline.out_root import check_persistent
+    from pipeline.sinks.out_root import check_persistent
 
     job = load_config(config, overrides or [])
     check_segmenter(model, baseline)
@@ -283,8 +282,8 @@ def report(
 ) -> None:
     """Write an HTML report of every video committed under OUT (overlays, confidence, frames to review)."""
     from flows.segment import report_uri
-    from pipeline.out_root import check_readable
-    from pipeline.report import output_report, write_report
+    from pipeline.report.html import output_report, write_report
+    from pipeline.sinks.out_root import check_readable
 
     check_readable(out)
     path = write_report(output_report(out, threshold=threshold), html or report_uri(out, "outputs"))

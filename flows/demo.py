@@ -20,10 +20,10 @@ from prefect.runtime import flow_run
 from flows.evaluate import EvaluationRun, evaluate_flow
 from flows.train import train_flow
 from pipeline.config import load_config
-from pipeline.evaluate import EvaluationReport
-from pipeline.report import RunReport, write_report
+from pipeline.evaluation.evaluate import EvaluationReport
+from pipeline.report.html import RunReport, write_report
 from pipeline.synth import generate_benchmark
-from pipeline.train import TrainResult
+from pipeline.training.train import TrainResult
 
 
 @dataclass(frozen=True)
@@ -109,12 +109,10 @@ def demo_flow(
     evaluations: dict[str, EvaluationRun] = {}
     for dataset in datasets:
         name = Path(dataset).name
-        trained[name] = train_flow(
-            f"{dataset}/references", str(root / "models" / name), config, overrides, progress=progress
-        )
+        trained[name] = train_flow(f"{dataset}/references", str(root / "models" / name), job, progress=progress)
         evaluations[name] = evaluate_flow(
-            dataset, str(root / "runs" / name), model=str(trained[name].model_dir), config=config,
-            overrides=overrides, size=size, progress=progress,
+            dataset, str(root / "runs" / name), model=str(trained[name].model_dir), config=job, size=size,
+            progress=progress,
         )
     evaluation = EvaluationReport(
         videos=[row for run in evaluations.values() for row in run.evaluation.videos], size=size,

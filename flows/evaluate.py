@@ -2,7 +2,7 @@
 
 The dataset's ``videos/`` are segmented by the ``segment`` flow (as a subflow, so committed videos are not
 redone), the Parquet masks are decoded into label-map PNGs (``<out>/predictions/<video_id>/``, mapped per
-video), and :func:`pipeline.evaluate.evaluate_predictions` scores them against ``gt/``. Writes
+video), and :func:`pipeline.evaluation.evaluate.evaluate_predictions` scores them against ``gt/``. Writes
 ``<out>/metrics.json``, ``<out>/metrics.md`` and the HTML report ``<out>/reports/evaluate-<UTC time>.html``.
 """
 
@@ -27,11 +27,11 @@ from flows.segment import (
     segment_flow,
     summarise_video,
 )
-from pipeline.batch import VideoResult
-from pipeline.config import JobConfig
-from pipeline.evaluate import EvaluationReport, evaluate_predictions, find_videos, save_label_maps
-from pipeline.report import RunReport, VideoSection, committed_video_ids, write_report
-from pipeline.report_outputs import label_maps
+from pipeline.batch.results import VideoResult
+from pipeline.config import JobConfig, resolve_config
+from pipeline.evaluation.evaluate import EvaluationReport, evaluate_predictions, find_videos, save_label_maps
+from pipeline.report.html import RunReport, VideoSection, committed_video_ids, write_report
+from pipeline.sinks.run_outputs import label_maps
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def evaluate_flow(
     dataset: str,
     out: str,
     model: str | None = None,
-    config: str | None = None,
+    config: str | JobConfig | None = None,
     overrides: list[str] | None = None,
     baseline: str | None = None,
     size: int = 512,
@@ -105,7 +105,8 @@ def evaluate_flow(
         dataset: dataset folder (``videos/``, ``gt/``, ``references/parts.txt``), local path or fsspec URL.
         out: output root for the segmentation outputs, predictions, metrics and report.
         model: part model folder written by ``smite train``.
-        config, overrides: job configuration (preset or YAML file, ``key=value`` overrides).
+        config, overrides: job configuration (preset or YAML file, ``key=value`` overrides), or a
+            :class:`JobConfig` already resolved by the caller (then without overrides).
         baseline: score the nearest-colour baseline fitted on this reference set instead of ``model``.
         size: evaluation resolution in pixels (both maps nearest-resized to ``size x size``; 512 in the paper).
         threshold: confidence floor for flagging frames in the report, in [0, 1].
@@ -113,8 +114,9 @@ def evaluate_flow(
     """
     started = time.perf_counter()
     root = out.rstrip("/")
+    job = resolve_config(config, list(overrides or []))
     segmented = run_of(segment_flow(  # a failed video scores as all background: the evaluation goes on
-        [dataset_videos(dataset)], out, model=model, config=config, overrides=overrides, baseline=baseline,
+        [dataset_videos(dataset)], out, model=model, config=job, baseline=baseline,
         threshold=threshold, report=False, progress=progress, return_state=True,
     ))
     video_ids = [video.video_id for video in find_videos(dataset)]

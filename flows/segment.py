@@ -3,10 +3,10 @@
 Steps, each visible in the Prefect UI:
 
 1. ``find-new-videos``: expand the inputs and keep the videos without an output committed under this job's
-   commit key (:mod:`pipeline.commit_key`: model, tracker checkpoint, output settings; so a scheduled run over
+   commit key (:mod:`pipeline.batch.commit_key`: model, tracker checkpoint, output settings; so a scheduled run over
    a bucket prefix labels only what is new, and an idle run starts nothing). Retried: listing a bucket can
    fail transiently.
-2. ``segment-batch``: :func:`pipeline.batch.segment_videos` on Ray for the new videos (one actor pool shared by
+2. ``segment-batch``: :func:`pipeline.batch.driver.segment_videos` on Ray for the new videos (one actor pool shared by
    the whole batch; a bad video is recorded in ``failures.parquet`` and never stops the others). Retried once:
    committed videos are skipped on the retry, so only unfinished work is redone.
 3. ``summarise-video``, mapped per video: mean mask confidence per frame, frames to review, thumbnails.
@@ -29,16 +29,17 @@ from prefect.runtime import flow_run
 from prefect.states import Failed, State
 
 from flows.retry import retry_unless_bad_input
-from pipeline.batch import BatchResult, VideoResult, describe_video, segment_videos
-from pipeline.commit_key import commit_key
-from pipeline.config import ConfigError, JobConfig, load_config
-from pipeline.inputs import VideoInput, expand_inputs
-from pipeline.manifest import is_committed, read_manifest
-from pipeline.out_root import check_output
-from pipeline.references import load_reference_set
-from pipeline.report import RunReport, VideoSection, cost_facts, video_section, write_report
-from pipeline.segmenters import NearestColourFactory, PartModelFactory, SegmenterFactory
-from pipeline.shared_tracks import check_tracker
+from pipeline.batch.commit_key import commit_key
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.results import BatchResult, VideoResult, describe_video
+from pipeline.batch.segmenters import NearestColourFactory, PartModelFactory, SegmenterFactory
+from pipeline.batch.shared_tracks import check_tracker
+from pipeline.config import ConfigError, JobConfig, load_config, resolve_config
+from pipeline.io.inputs import VideoInput, expand_inputs
+from pipeline.io.references import load_reference_set
+from pipeline.report.html import RunReport, VideoSection, cost_facts, video_section, write_report
+from pipeline.sinks.manifest import is_committed, read_manifest
+from pipeline.sinks.out_root import check_output
 from smite_ops.errors import InputError
 from smite_ops.part_model import load_part_model
 
@@ -153,7 +154,8 @@ def run_of(state: State) -> SegmentRun:
 @task(name="find-new-videos", retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
       cache_policy=NO_CACHE)
 def find_new_videos(inputs: list[str], out: str, key: str) -> list[VideoInput]:
-    """The input videos without an output committed under this commit key, in input order."""
+    """The input videos (expanded here, once per run) without an output committed under this commit key, in
+    input order."""
     videos = expand_inputs(inputs)
     new = [video for video in videos if not is_committed(out, video.video_id, key)]
     get_run_logger().info("%d input video(s), %d without committed output", len(videos), len(new))
@@ -163,17 +165,17 @@ def find_new_videos(inputs: list[str], out: str, key: str) -> list[VideoInput]:
 @task(name="segment-batch", retries=1, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
       cache_policy=NO_CACHE)
 def segment_batch(
-    uris: list[str], model: str | None, out: str, job: JobConfig, baseline: str | None, progress: bool
+    videos: list[VideoInput], model: str | None, out: str, job: JobConfig, baseline: str | None, progress: bool
 ) -> BatchResult:
-    """Segment ``uris`` on Ray (:func:`pipeline.batch.segment_videos`) with the part model or the baseline;
-    one log line per video as soon as it is done or failed."""
+    """Segment ``videos`` (with the ids this run gave them) on Ray (:func:`pipeline.batch.driver.segment_videos`)
+    with the part model or the baseline; one log line per video as soon as it is done or failed."""
     logger = get_run_logger()
 
     def log_video(video: VideoResult) -> None:
         (logger.warning if video.status == "failed" else logger.info)("%s", describe_video(video))
 
     factory = segmenter_factory(model, baseline, job)
-    return segment_videos(uris, model or "", out, job, progress=progress, segmenter_factory=factory,
+    return segment_videos(videos, model or "", out, job, progress=progress, segmenter_factory=factory,
                           on_video=log_video)
 
 
@@ -237,7 +239,7 @@ def segment_flow(
     inputs: list[str],
     out: str,
     model: str | None = None,
-    config: str | None = None,
+    config: str | JobConfig | None = None,
     overrides: list[str] | None = None,
     baseline: str | None = None,
     threshold: float = 0.5,
@@ -253,7 +255,8 @@ def segment_flow(
         inputs: video files, folders, globs or fsspec URLs (e.g. ``s3://bucket/incoming/*.mp4``).
         out: output root (local path or fsspec URL).
         model: part model folder written by ``smite train``.
-        config: YAML file or preset; None: production defaults.
+        config: YAML file or preset (None: production defaults), or a :class:`JobConfig` already resolved by
+            the caller (then without ``overrides``).
         overrides: ``section.key=value`` strings.
         baseline: segment with the nearest-colour baseline fitted on this reference set instead of ``model``.
         threshold: mean mask confidence below which a frame is flagged for review, in [0, 1].
@@ -261,10 +264,10 @@ def segment_flow(
         progress: show progress bars on the console.
     """
     started = time.perf_counter()
-    job = load_config(config, list(overrides or []))
+    job = resolve_config(config, list(overrides or []))
     check_output(out)
     new = find_new_videos(inputs, out, commit_key(job, segmenter_factory(model, baseline, job)))
-    batch = segment_batch([v.uri for v in new], model, out, job, baseline, progress) if new else None
+    batch = segment_batch(new, model, out, job, baseline, progress) if new else None
     results = [video for video in batch.videos if video.status != "skipped"] if batch else []
     sections = summarise_video.map(results, unmapped(out), unmapped(threshold)).result() if results else []
     run = SegmentRun(

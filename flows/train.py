@@ -1,4 +1,4 @@
-"""The ``train`` flow: a reference set -> a learned part model (pipeline.train does the work)."""
+"""The ``train`` flow: a reference set -> a learned part model (pipeline.training.train does the work)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.retry import retry_unless_bad_input
-from pipeline.config import load_config
-from pipeline.train import TrainResult, train_part_model
+from pipeline.config import JobConfig, resolve_config
+from pipeline.training.train import TrainResult, train_part_model
 
 
 @task(retries=1, retry_delay_seconds=5, retry_condition_fn=retry_unless_bad_input)
-def learn_parts(
-    references: str, out: str, config: str | None, overrides: list[str], validation: str | None, progress: bool
-) -> TrainResult:
+def learn_parts(references: str, out: str, job: JobConfig, validation: str | None, progress: bool) -> TrainResult:
     """Train, resuming from ``out``'s last finished epoch (so a retry after a crash loses at most one epoch)."""
-    job = load_config(config, overrides)
     return train_part_model(references, out, job, validation_dir=validation, progress=progress)
 
 
@@ -23,7 +20,7 @@ def learn_parts(
 def train_flow(
     references: str,
     out: str,
-    config: str | None = None,
+    config: str | JobConfig | None = None,
     overrides: list[str] | None = None,
     validation: str | None = None,
     progress: bool = False,
@@ -33,12 +30,13 @@ def train_flow(
     Args:
         references: reference set folder (local path or fsspec URL).
         out: folder for the part model and the resumable training state.
-        config: YAML file or preset name (``tiny``, ``car``, ...); None: production defaults.
+        config: YAML file or preset name (``tiny``, ``car``, ...; None: production defaults), or a
+            :class:`JobConfig` already resolved by the caller (then without ``overrides``).
         overrides: ``section.key=value`` strings applied on top of ``config``.
         validation: optional separate reference set for model selection.
         progress: show a progress bar (epochs) on the console.
     """
-    result = learn_parts(references, out, config, list(overrides or []), validation, progress)
+    result = learn_parts(references, out, resolve_config(config, list(overrides or [])), validation, progress)
     get_run_logger().info(
         "part model %s: best validation mIoU %.1f at epoch %d (%.0f s)",
         result.model_dir, result.best_miou, result.best_epoch, result.seconds,

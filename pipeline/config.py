@@ -11,6 +11,7 @@ boolean, ``2.0`` is not an integer), and every float must be finite.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -47,6 +48,12 @@ def _ordered(value: tuple[int, int]) -> tuple[int, int]:
 
 
 TimestepRange = Annotated[tuple[Timestep, Timestep], AfterValidator(_ordered)]
+
+
+def _decreasing(value: list[int]) -> list[int]:
+    if any(a <= b for a, b in itertools.pairwise(value)):
+        raise ValueError(f"must be strictly decreasing, got {value}")
+    return value
 
 
 class ModelConfig(_Section):
@@ -145,7 +152,9 @@ class GuidanceConfig(_Windowed):
     reg_weight: NonNegativeFloat = 0.0
     window: PositiveInt = 16
     overlap: NonNegativeInt = 8
-    timesteps: list[Timestep] = Field(default_factory=lambda: [104, 103, 102, 101], min_length=1)
+    timesteps: Annotated[list[Timestep], AfterValidator(_decreasing)] = Field(
+        default_factory=lambda: [104, 103, 102, 101], min_length=1
+    )
     iterations: PositiveInt = 15
     step_scale: Annotated[float, Field(gt=0)] = 10.0
     # a two-item list, not a tuple: the mode-preset validator hands Python data to strict validation, where
@@ -225,7 +234,6 @@ class OutputConfig(_Section):
     """Which outputs a segmentation job writes besides the Parquet masks."""
 
     overlays: bool = True
-    label_video: bool = False
     tracks: bool = False
     overlay_fps: Annotated[float, Field(gt=0)] | None = Field(None, description="None: the source video's fps")
 
@@ -341,3 +349,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         return JobConfig.model_validate_json(json.dumps(data, default=str), strict=True)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+
+
+def resolve_config(config: str | Path | JobConfig | None, overrides: list[str] | tuple[str, ...] = ()) -> JobConfig:
+    """A job's configuration: ``config`` itself when it is already a :class:`JobConfig` (resolved once by the
+    caller, e.g. the CLI), else :func:`load_config` of the file or preset with ``overrides``.
+
+    Raises:
+        ConfigError: overrides given with an already resolved configuration, or what :func:`load_config` raises.
+    """
+    if not isinstance(config, JobConfig):
+        return load_config(config, overrides)
+    if overrides:
+        raise ConfigError(f"--set {' '.join(overrides)}: overrides apply when a config loads, not to a JobConfig")
+    return config

@@ -29,7 +29,7 @@ TEMPORAL_MODES: tuple[TemporalMode, ...] = ("filter", "fast", "full")
 
 
 class TemporalRefiner:
-    """Refines one window's phase-A scores against its tracks (a ``pipeline.segmenters.RefineFn``).
+    """Refines one window's phase-A scores against its tracks (a ``pipeline.batch.segmenters.RefineFn``).
 
     Args:
         mode: ``filter``, ``fast`` or ``full`` (module docstring).

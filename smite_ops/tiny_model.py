@@ -15,7 +15,7 @@ as a real one (see :func:`smite_ops.backbone.load_backbone`):
 :func:`write_tiny_sd` writes randomly initialised weights (the libraries' default initialisation under a
 seed: the same seed writes byte-identical weight files). Random weights give near-uniform attention, so the
 checkpoint the demo and the tiny configuration use is pretrained on synthetic frames by
-:mod:`pipeline.pretrain_tiny`, as Stable Diffusion is pretrained in production.
+:mod:`pipeline.training.pretrain_tiny`, as Stable Diffusion is pretrained in production.
 """
 
 from __future__ import annotations
@@ -159,6 +159,6 @@ def write_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:
 
     Latents are ``(4, H/8, W/8)`` for an ``(3, H, W)`` image; the UNet runs in milliseconds on CPU at 64x64 or
     128x128 pixels. Deterministic for a seed. The pretrained checkpoint the tiny job configuration uses is
-    made from these weights by :mod:`pipeline.pretrain_tiny`.
+    made from these weights by :mod:`pipeline.training.pretrain_tiny`.
     """
     return save_tiny_sd(build_tiny_components(seed), out_dir)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import binary_erosion
 
-from pipeline.augment import ReferenceAugmenter
+from pipeline.training.augment import ReferenceAugmenter
 
 PALETTE = np.array([[0, 0, 0], [230, 40, 40], [40, 230, 40], [40, 40, 230]], np.uint8)
 

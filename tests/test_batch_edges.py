@@ -13,12 +13,13 @@ import pytest
 import ray
 import torch
 
-from pipeline.batch import BatchResult, segment_videos
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.results import BatchResult
+from pipeline.batch.segmenters import LoadedSegmenter, NearestColourFactory
 from pipeline.config import load_config
-from pipeline.manifest import read_failures, read_manifest
-from pipeline.segmenters import LoadedSegmenter, NearestColourFactory
+from pipeline.io.video import write_video
+from pipeline.sinks.manifest import read_failures, read_manifest
 from pipeline.synth import generate_benchmark
-from pipeline.video import write_video
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factories below run in Ray workers
 

@@ -13,14 +13,15 @@ import pyarrow.dataset as ds
 import pytest
 import ray
 
-from pipeline.actors import PlacementError
-from pipeline.batch import BatchResult, VideoResult, segment_videos
+from pipeline.batch.actors import PlacementError
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.results import BatchResult, VideoResult
+from pipeline.batch.segmenters import NearestColourFactory
 from pipeline.config import ConfigError, load_config
-from pipeline.manifest import manifest_path, read_failures, read_manifest
-from pipeline.out_lock import LOCK_FILE, OutputLockedError
-from pipeline.segmenters import NearestColourFactory
+from pipeline.io.video import write_video
+from pipeline.sinks.manifest import manifest_path, read_failures, read_manifest
+from pipeline.sinks.out_lock import LOCK_FILE, OutputLockedError
 from pipeline.synth import generate_benchmark
-from pipeline.video import write_video
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 

@@ -41,8 +41,8 @@ def test_synth_then_evaluate_ground_truth_against_itself(tmp_path: Path) -> None
     assert "wrote 6 datasets" in result.stdout
     dataset = data / "car_coarse"
     # ground truth re-written as predictions must score perfectly
-    from pipeline.evaluate import save_label_maps
-    from pipeline.smite50 import read_ground_truth
+    from pipeline.evaluation.evaluate import save_label_maps
+    from pipeline.evaluation.smite50 import read_ground_truth
 
     truth = read_ground_truth(dataset / "gt" / "car_00")
     save_label_maps(tmp_path / "pred", "car_00", truth.frame_indices, truth.labels)
@@ -62,6 +62,7 @@ def test_synth_then_evaluate_ground_truth_against_itself(tmp_path: Path) -> None
         (["train", "/nonexistent/refs", "--out", "/tmp/unused"], "/nonexistent/refs: reference set folder not found"),
         (["segment-video", "/none.mp4", "--model", "/tmp/m", "--out", "/tmp/o"], "/none.mp4: no such file"),
         (["evaluate-masks", "/nonexistent/pred", "/nonexistent/gt"], "/nonexistent/"),
+        (["synth", "/nonexistent/synth", "--size", "16"], "size=16"),
     ],
 )
 def test_input_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
@@ -74,7 +75,7 @@ def test_input_errors_exit_2_with_one_line(args: list[str], message: str) -> Non
 def test_missing_model_is_one_line(tmp_path: Path) -> None:
     import numpy as np
 
-    from pipeline.video import write_video
+    from pipeline.io.video import write_video
 
     video = tmp_path / "clip.mp4"
     write_video(str(video), np.zeros((3, 32, 32, 3), np.uint8), fps=5)
@@ -109,8 +110,8 @@ def test_flow_commands_refuse_bad_input_with_one_line(args: list[str], message: 
 def _video_and_references(tmp_path: Path) -> tuple[Path, Path]:
     import numpy as np
 
-    from pipeline.references import write_reference_set
-    from pipeline.video import write_video
+    from pipeline.io.references import write_reference_set
+    from pipeline.io.video import write_video
 
     video = tmp_path / "in" / "clip.mp4"
     write_video(str(video), np.zeros((3, 32, 32, 3), np.uint8), fps=5)

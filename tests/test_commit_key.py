@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.commit_key import commit_key, content_hash
+from pipeline.batch.commit_key import commit_key, content_hash
+from pipeline.batch.segmenters import NearestColourFactory, PartModelFactory
 from pipeline.config import ConfigError, load_config
-from pipeline.references import write_reference_set
-from pipeline.segmenters import NearestColourFactory, PartModelFactory
+from pipeline.io.references import write_reference_set
 from smite_ops.part_model import PartModel, save_part_model
 
 TRACKS = ["output.tracks=true", "tracker.kind=cotracker3"]
@@ -78,3 +78,12 @@ def test_the_tracker_checkpoint_content_is_in_the_key_when_tracks_are_computed(t
     assert content_hash(str(first)) != content_hash(str(second))
     with pytest.raises(ConfigError, match=r"^tracker.checkpoint: .*gone.pth: cannot read"):
         commit_key(load_config("tiny", [*TRACKS, f"tracker.checkpoint={tmp_path / 'gone.pth'}"]), factory)
+
+
+@pytest.mark.parametrize("factory", ["model", "baseline"])
+def test_a_segmenter_whose_files_are_missing_is_a_config_error(tmp_path: Path, factory: str) -> None:
+    config = load_config(None)
+    missing = str(tmp_path / "gone")
+    made = PartModelFactory(missing, config) if factory == "model" else NearestColourFactory(missing)
+    with pytest.raises(ConfigError, match=f"{tmp_path}/gone.*: cannot read the segmenter's files \\(not found\\)"):
+        commit_key(config, made)

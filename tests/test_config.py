@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import CONFIG_DIR, ConfigError, JobConfig, load_config
+from pipeline.config import CONFIG_DIR, ConfigError, JobConfig, load_config, resolve_config
 
 
 def test_smite_yaml_spells_out_exactly_the_defaults() -> None:
@@ -72,6 +72,7 @@ def _write(tmp_path: Path, text: str) -> Path:
         ("model:\n  resolution: 500\n", "model.resolution: Value error, must be a multiple of 32"),
         ("parts: [wheel, background]\n", "parts: Value error, the first part must be 'background'"),
         ("segment:\n  t_range: [100, 90]\n", "segment.t_range: Value error, must be [low, high]"),
+        ("guidance:\n  timesteps: [101, 104]\n", "guidance.timesteps: Value error, must be strictly decreasing"),
         ("train: [1, 2\n", "not valid YAML at line"),
         ("- a\n- b\n", "top level must be a mapping"),
     ],
@@ -133,3 +134,11 @@ def test_unreadable_config_files_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "folder.yaml").mkdir()
     with pytest.raises(ConfigError, match=r"folder\.yaml: is a folder, not a config file"):
         load_config(tmp_path / "folder.yaml")
+
+
+def test_a_resolved_config_passes_through_and_refuses_overrides() -> None:
+    job = load_config("tiny", ["train.epochs=3"])
+    assert resolve_config(job) is job
+    assert resolve_config("tiny", ["train.epochs=3"]) == job
+    with pytest.raises(ConfigError, match="--set train.epochs=4: overrides apply when a config loads"):
+        resolve_config(job, ["train.epochs=4"])

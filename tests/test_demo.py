@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 from pycocotools import mask as coco_mask
 
-from pipeline.smite50 import read_ground_truth
+from pipeline.evaluation.smite50 import read_ground_truth
 from smite_ops.metrics import miou
 
 DEMO_LIMIT_S = 600  # the bound for `make demo` on 2 cores

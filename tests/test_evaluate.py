@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.evaluate import (
+from pipeline.evaluation.evaluate import (
     EvaluationError,
     EvaluationReport,
     evaluate_predictions,
@@ -15,7 +15,7 @@ from pipeline.evaluate import (
     kind_of,
     save_label_maps,
 )
-from pipeline.smite50 import GroundTruthError, write_ground_truth
+from pipeline.evaluation.smite50 import GroundTruthError, write_ground_truth
 
 PARTS = "background\nbody\nwheel\n"
 

@@ -23,15 +23,15 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.batch import segment_videos
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.segmenters import NearestColourFactory
 from pipeline.config import load_config
 from pipeline.export import ExportError, export_masks
 from pipeline.export.cvat import box_runs
 from pipeline.export.labelstudio import brush_rle
-from pipeline.manifest import read_manifest
-from pipeline.report_outputs import label_maps
-from pipeline.review import review_video
-from pipeline.segmenters import NearestColourFactory
+from pipeline.report.review import review_video
+from pipeline.sinks.manifest import read_manifest
+from pipeline.sinks.run_outputs import label_maps
 from pipeline.synth import generate_benchmark
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -18,12 +18,13 @@ from flows.cli import app
 from flows.deploy import DeploymentError, check_cron, segment_deployment
 from flows.evaluate import evaluate_flow
 from flows.segment import run_of, segment_flow
-from pipeline.evaluate import EvaluationReport, evaluate_predictions
-from pipeline.manifest import manifest_path
-from pipeline.references import write_reference_set
-from pipeline.report_outputs import label_maps
+from pipeline.config import load_config
+from pipeline.evaluation.evaluate import EvaluationReport, evaluate_predictions
+from pipeline.io.references import write_reference_set
+from pipeline.io.video import write_video
+from pipeline.sinks.manifest import manifest_path
+from pipeline.sinks.run_outputs import label_maps
 from pipeline.synth import generate_benchmark
-from pipeline.video import write_video
 
 REPO = Path(__file__).resolve().parent.parent
 COLOURS = np.array([[0, 0, 200], [220, 30, 30], [30, 200, 30]], np.uint8)  # background, body, wheel
@@ -92,6 +93,25 @@ def test_a_scheduled_run_after_a_new_video_arrives_processes_only_that_video(tmp
     assert frames.tolist() == [0, 1, 2, 3]
     assert (decoded == _scene(3)[1]).mean() > 0.98
     assert [section.confidence.size for section in (*first.sections, *second.sections)] == [4, 4, 4, 0]
+
+
+@pytest.mark.usefixtures("prefect_and_ray")
+def test_a_new_video_keeps_the_id_its_run_gave_it(tmp_path: Path) -> None:
+    """Ids are relative to the inputs' common root: the new video of a nested glob must be segmented and
+    committed under the id ``find-new-videos`` gave it, not one re-derived from its URI alone."""
+    refs, out = _references(tmp_path / "refs"), str(tmp_path / "labels")
+    for name, shift in (("a/x", 1), ("b/y", 2)):
+        (tmp_path / "bucket" / name).parent.mkdir(parents=True, exist_ok=True)
+        write_video(str(tmp_path / "bucket" / f"{name}.mp4"), _scene(shift)[0], fps=8)
+    inputs = [str(tmp_path / "bucket" / "**" / "*.mp4")]
+    job = load_config("tiny")
+    assert segment_flow(inputs, out, config=job, baseline=refs).new_videos == ("a~2Fx", "b~2Fy")
+
+    write_video(str(tmp_path / "bucket" / "b" / "z.mp4"), _scene(3)[0], fps=8)
+    second = segment_flow(inputs, out, config=job, baseline=refs)
+    assert [(v.video_id, v.status) for v in second.batch.videos] == [("b~2Fz", "done")]
+    assert Path(manifest_path(out, "b~2Fz")).is_file() and not Path(manifest_path(out, "z")).exists()
+    assert segment_flow(inputs, out, config=job, baseline=refs).batch is None  # nothing left to do
 
 
 @pytest.mark.usefixtures("prefect_and_ray")

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.inputs import expand_inputs, relative_path_of, video_id_for, video_id_of
-from pipeline.video import probe_video, write_video
+from pipeline.io.inputs import expand_inputs, relative_path_of, video_id_for, video_id_of
+from pipeline.io.video import probe_video, write_video
 
 ODD_NAMES = ["clip[1].mp4", "a::b.mp4", "x%2Fy.mp4", "new\nline.mp4", ".hidden.mp4", "café.mp4", "sp ace.mp4",
              "clip.mov", "clip.mp4", "~tilde.mp4", "a=b.mp4", "semi;colon#hash?.mp4"]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbones import TINY_BACKBONE
-from pipeline.references import ReferenceSet, load_reference_set
+from pipeline.io.references import ReferenceSet, load_reference_set
+from pipeline.method.backbone_source import TINY_BACKBONE
 from pipeline.synth import generate_benchmark
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from pycocotools import mask as coco_mask
 
-from pipeline.masks_sink import MASK_SCHEMA, VideoMaskWriter
+from pipeline.sinks.masks import MASK_SCHEMA, VideoMaskWriter
 
 PARTS = ["background", "body", "wheel"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.out_lock import LOCK_FILE, OutputLock, OutputLockedError
+from pipeline.sinks.out_lock import LOCK_FILE, OutputLock, OutputLockedError
 
 
 def test_a_second_writer_is_refused_in_one_line_and_can_take_over_after_release(tmp_path: Path) -> None:
@@ -37,8 +37,8 @@ def test_the_heartbeat_keeps_the_lease_fresh(tmp_path: Path) -> None:
 
 def test_a_lease_whose_owner_was_killed_is_taken_over(tmp_path: Path) -> None:
     holder = subprocess.Popen(  # a real run that takes the lease and is killed with it held
-        [sys.executable, "-c", f"from pipeline.out_lock import OutputLock; OutputLock({str(tmp_path)!r}).acquire(); "
-         "print('held', flush=True); import time; time.sleep(60)"],
+        [sys.executable, "-c", "from pipeline.sinks.out_lock import OutputLock; "
+         f"OutputLock({str(tmp_path)!r}).acquire(); print('held', flush=True); import time; time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )
     assert holder.stdout.readline().strip() == "held"

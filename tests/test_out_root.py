@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from flows.segment import report_uri
-from pipeline.out_root import OutputError, check_output, remove_leftovers
+from pipeline.sinks.out_root import OutputError, check_output, remove_leftovers
 from pipeline.synth import generate_benchmark
 
 

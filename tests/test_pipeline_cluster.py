@@ -10,9 +10,9 @@ import pytest
 import ray
 from ray.cluster_utils import Cluster
 
-from pipeline.batch import segment_videos
+from pipeline.batch.driver import segment_videos
+from pipeline.batch.segmenters import NearestColourFactory
 from pipeline.config import load_config
-from pipeline.segmenters import NearestColourFactory
 from pipeline.synth import generate_benchmark
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

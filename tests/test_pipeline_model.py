@@ -9,11 +9,11 @@ import ray
 import torch
 from pycocotools import mask as coco_mask
 
-from pipeline.batch import segment_videos
+from pipeline.batch.driver import segment_videos
 from pipeline.config import JobConfig, load_config
-from pipeline.manifest import read_manifest
+from pipeline.sinks.manifest import read_manifest
 from pipeline.synth import generate_benchmark
-from pipeline.train import train_part_model
+from pipeline.training.train import train_part_model
 from smite_ops.part_model import load_part_model
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -7,7 +7,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline.manifest import (
+from pipeline.batch.stitch import ScoreStitcher, native_probabilities
+from pipeline.batch.windows import plan_windows
+from pipeline.io.video import probe_video, read_frames
+from pipeline.sinks.manifest import (
     Failure,
     VideoManifest,
     is_committed,
@@ -16,11 +19,8 @@ from pipeline.manifest import (
     update_failures,
     write_manifest,
 )
-from pipeline.overlay_sink import OverlaySink
-from pipeline.stitch import ScoreStitcher, native_probabilities
-from pipeline.tracks_sink import write_tracks
-from pipeline.video import probe_video, read_frames
-from pipeline.windows import plan_windows
+from pipeline.sinks.overlay_video import OverlaySink
+from pipeline.sinks.tracks import write_tracks
 from smite_ops.tracking.long_video import VideoTracks, dense_tracks
 
 

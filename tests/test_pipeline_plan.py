@@ -5,10 +5,10 @@ from pathlib import Path
 import fsspec
 import pytest
 
+from pipeline.batch.plan import plan_video, window_geometry
 from pipeline.config import load_config
-from pipeline.inputs import InputError, VideoInput, expand_inputs, video_id_of
-from pipeline.plan import plan_video, window_geometry
-from pipeline.video import VideoInfo
+from pipeline.io.inputs import InputError, VideoInput, expand_inputs, video_id_of
+from pipeline.io.video import VideoError, VideoInfo
 
 
 def _info(frames: int) -> VideoInfo:
@@ -52,7 +52,7 @@ def test_plans_are_deterministic_and_follow_the_guidance_geometry() -> None:
 
 
 def test_a_video_without_frames_is_refused() -> None:
-    with pytest.raises(ValueError, match="clip.mp4: the video has no frames"):
+    with pytest.raises(VideoError, match="clip.mp4: the video has no frames"):
         plan_video(VideoInput("clip", "clip.mp4"), _info(0), load_config(None))
 
 

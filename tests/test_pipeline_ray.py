@@ -20,15 +20,16 @@ import ray
 import torch
 from pycocotools import mask as coco_mask
 
-from pipeline.batch import BatchError, BatchResult, segment_videos
+from pipeline.batch.driver import BatchError, segment_videos
+from pipeline.batch.results import BatchResult
+from pipeline.batch.segmenters import LoadedSegmenter, NearestColourFactory
 from pipeline.config import ConfigError, load_config
-from pipeline.inputs import relative_path_of
-from pipeline.manifest import read_failures, read_manifest
-from pipeline.references import load_reference_set
-from pipeline.report import output_report
-from pipeline.segmenters import LoadedSegmenter, NearestColourFactory
+from pipeline.io.inputs import relative_path_of
+from pipeline.io.references import load_reference_set
+from pipeline.io.video import probe_video, read_frames
+from pipeline.report.html import output_report
+from pipeline.sinks.manifest import read_failures, read_manifest
 from pipeline.synth import generate_benchmark
-from pipeline.video import probe_video, read_frames
 from smite_ops.baselines import NearestColourSegmenter
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the factories below run in Ray workers

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.references import ReferenceSetError, load_reference_set, write_reference_set
+from pipeline.io.references import ReferenceSetError, load_reference_set, write_reference_set
 
 PARTS = ["background", "body", "wheel"]
 
@@ -149,7 +149,7 @@ def test_decompression_bomb_is_refused_in_one_line(refs: Path, folder: str) -> N
 
 def test_a_part_absent_from_every_mask_is_warned_about(refs: Path, caplog: pytest.LogCaptureFixture) -> None:
     (refs / "parts.txt").write_text("background\nbody\nwheel\nmirror\n")
-    with caplog.at_level("WARNING", logger="pipeline.references"):
+    with caplog.at_level("WARNING", logger="pipeline.io.references"):
         loaded = load_reference_set(str(refs))
     assert loaded.num_parts == 4
     assert [record.getMessage() for record in caplog.records] == [

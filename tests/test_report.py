@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.batch import VideoResult
-from pipeline.evaluate import EvaluationReport, VideoScores
-from pipeline.masks_sink import VideoMaskWriter
-from pipeline.report import RunReport, VideoSection, output_report, render_html, video_section, write_report
-from pipeline.report_outputs import RunOutputError, flag_low_confidence, frame_confidence, frame_thumbnails, label_maps
-from pipeline.report_svg import presence_timeline, score_plot
-from pipeline.video import write_video
+from pipeline.batch.results import VideoResult
+from pipeline.evaluation.evaluate import EvaluationReport, VideoScores
+from pipeline.io.video import write_video
+from pipeline.report.html import RunReport, VideoSection, output_report, render_html, video_section, write_report
+from pipeline.report.svg import presence_timeline, score_plot
+from pipeline.sinks.masks import VideoMaskWriter
+from pipeline.sinks.run_outputs import (
+    RunOutputError,
+    flag_low_confidence,
+    frame_confidence,
+    frame_thumbnails,
+    label_maps,
+)
 
 PARTS = ["background", "body", "wheel"]
 
@@ -132,7 +138,7 @@ def test_html_report_is_self_contained_and_lists_frames_to_review(tmp_path: Path
 
 
 def test_output_report_covers_every_committed_video(tmp_path: Path) -> None:
-    from pipeline.manifest import VideoManifest, write_manifest
+    from pipeline.sinks.manifest import VideoManifest, write_manifest
 
     _section(tmp_path)
     write_manifest(str(tmp_path), VideoManifest(

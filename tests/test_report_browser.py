@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.evaluate import EvaluationReport, VideoScores
-from pipeline.overlay import part_palette
-from pipeline.report import RunReport, VideoSection, write_report
-from pipeline.report_svg import FLAG_COLOUR
-from pipeline.review import review_signals
+from pipeline.evaluation.evaluate import EvaluationReport, VideoScores
+from pipeline.report.html import RunReport, VideoSection, write_report
+from pipeline.report.review import review_signals
+from pipeline.report.svg import FLAG_COLOUR
+from pipeline.sinks.overlay import part_palette
 
 BROWSER = next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome") if shutil.which(name)),
                None)

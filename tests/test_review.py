@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.masks_sink import VideoMaskWriter
-from pipeline.review import ReviewSettings, review_signals, review_video
+from pipeline.report.review import ReviewSettings, review_signals, review_video
+from pipeline.sinks.masks import VideoMaskWriter
 
 PARTS = ["background", "body", "wheel"]
 

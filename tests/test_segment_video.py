@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.backbones import backbone_source
+from pipeline.batch.sequential import segment_video_file
 from pipeline.config import load_config
-from pipeline.segment_video import segment_video_file
-from pipeline.video import VideoError, write_video
+from pipeline.io.video import VideoError, write_video
+from pipeline.method.backbone_source import backbone_source
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt
 from smite_ops.part_model import PartModel, save_part_model

@@ -14,12 +14,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from flows.cli import app
-from pipeline.backbones import TINY_BACKBONE
+from pipeline.batch.stitch import native_labels
 from pipeline.config import load_config
-from pipeline.inputs import video_id_of
-from pipeline.method_settings import segment_settings
-from pipeline.stitch import native_labels
-from pipeline.video import probe_video, read_frames, write_video
+from pipeline.io.inputs import video_id_of
+from pipeline.io.video import probe_video, read_frames, write_video
+from pipeline.method.backbone_source import TINY_BACKBONE
+from pipeline.method.settings import segment_settings
 from smite_ops.backbone import load_backbone
 from smite_ops.part_model import PartModel, save_part_model
 from smite_ops.segmentation import WindowSegmenter

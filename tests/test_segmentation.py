@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.config import JobConfig
-from pipeline.method_settings import segment_settings
+from pipeline.method.settings import segment_settings
 from smite_ops.backbone import Backbone, load_backbone
 from smite_ops.group_norm import FramePooledGroupNorm
 from smite_ops.part_model import PartModel
@@ -97,7 +97,7 @@ def test_object_boxes_expand_and_clamp() -> None:
 
 
 def test_shipped_tiny_backbone_loads() -> None:
-    from pipeline.backbones import TINY_BACKBONE
+    from pipeline.method.backbone_source import TINY_BACKBONE
 
     backbone = load_backbone(str(TINY_BACKBONE), with_text_encoder=True)
     assert isinstance(backbone.root, Path) and backbone.text_encoder is not None

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from pipeline.backbones import TINY_BACKBONE
+from pipeline.method.backbone_source import TINY_BACKBONE
 from smite_ops.backbone import load_backbone
 from smite_ops.part_model import PartModel
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.smite50 import (
+from pipeline.evaluation.smite50 import (
     GroundTruthError,
     evaluation_frames,
     natural_key,

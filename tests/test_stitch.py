@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pipeline.stitch import ScoreStitcher, blend_weights, native_labels
-from pipeline.windows import Window, plan_windows
+from pipeline.batch.stitch import ScoreStitcher, blend_weights, native_labels
+from pipeline.batch.windows import Window, plan_windows
 
 
 def _video_scores(num_frames: int, parts: int = 4, size: int = 6) -> torch.Tensor:

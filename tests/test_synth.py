@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.references import load_reference_set
-from pipeline.smite50 import read_ground_truth
+from pipeline.evaluation.smite50 import read_ground_truth
+from pipeline.io.references import load_reference_set
+from pipeline.io.video import probe_video, read_frames
 from pipeline.synth import KINDS, generate_benchmark
-from pipeline.synth.generate import stream
+from pipeline.synth.generate import SynthError, stream
 from pipeline.synth.scene import random_scene, render_video
-from pipeline.video import probe_video, read_frames
 
 SMALL = {"size": 64, "num_references": 3, "videos_per_kind": 2, "num_frames": 8}
 
@@ -148,7 +148,7 @@ def test_video_frames_match_dense_ground_truth_and_the_rendered_scene(small: Pat
     [({"kinds": ["car", "boat"]}, "boat"), ({"num_frames": 1}, "num_frames=1"), ({"size": 16}, "size=16")],
 )
 def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SynthError, match=message):
         generate_benchmark(tmp_path, **kwargs)
     assert not any(tmp_path.iterdir())
 

@@ -10,7 +10,7 @@ import torch
 
 from pipeline.config import ConfigError, load_config
 from pipeline.synth import generate_benchmark
-from pipeline.train import STATE_FILE, TrainingStateError, epoch_seed, train_part_model
+from pipeline.training.train import STATE_FILE, TrainingStateError, epoch_seed, train_part_model
 from smite_ops.part_model import load_part_model
 
 torch.set_num_threads(1)

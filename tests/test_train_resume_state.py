@@ -13,7 +13,7 @@ import torch
 
 from pipeline.config import load_config
 from pipeline.synth import generate_benchmark
-from pipeline.train import STATE_FILE, train_part_model
+from pipeline.training.train import STATE_FILE, train_part_model
 
 torch.set_num_threads(1)
 SETTINGS = ["model.resolution=64", "train.token_epochs=1", "train.guidance_scale=100"]

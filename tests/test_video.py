@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.video import (
+from pipeline.io.video import (
     VideoError,
     VideoInfo,
     _encode,
@@ -129,7 +129,7 @@ _ENCODE_ON_ONE_CPU = """
 import os, sys
 import numpy as np
 os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-from pipeline.video import write_video
+from pipeline.io.video import write_video
 write_video(sys.argv[1], np.load(sys.argv[2]), float(sys.argv[3]))
 """
 

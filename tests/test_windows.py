@@ -4,7 +4,7 @@ from itertools import pairwise
 
 import pytest
 
-from pipeline.windows import Window, group_shards, plan_windows
+from pipeline.batch.windows import Window, group_shards, plan_windows
 
 
 def spans(windows: list[Window]) -> list[tuple[int, int]]:

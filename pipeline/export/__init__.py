@@ -1,7 +1,7 @@
 """Export committed masks to labeling tools: COCO JSON, CVAT for video 1.1 XML, Label Studio JSON.
 
-:func:`export_masks` reads the Parquet masks dataset of an output root (:mod:`pipeline.masks_sink`), keeps the
-selected videos and frames (all of them, or only the frames flagged for review by :mod:`pipeline.review`),
+:func:`export_masks` reads the Parquet masks dataset of an output root (:mod:`pipeline.sinks.masks`), keeps the
+selected videos and frames (all of them, or only the frames flagged for review by :mod:`pipeline.report.review`),
 writes the selected frames as PNG images from each video's source file (recorded in its manifest) and one
 annotation file per format:
 

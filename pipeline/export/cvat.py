@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from pipeline.export.select import ExportVideo
-from pipeline.overlay import part_palette
+from pipeline.sinks.overlay import part_palette
 
 
 def box_runs(mask: np.ndarray) -> tuple[tuple[int, int, int, int], list[int]]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline.export.coco import category_ids
 from pipeline.export.select import ExportVideo
-from pipeline.overlay import part_palette
+from pipeline.sinks.overlay import part_palette
 
 FROM_NAME = "label"
 TO_NAME = "image"

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from pipeline.manifest import read_manifest
-from pipeline.report_outputs import committed_video_ids, read_video_masks
+from pipeline.sinks.manifest import read_manifest
+from pipeline.sinks.run_outputs import committed_video_ids, read_video_masks
 from smite_ops.errors import InputError
 
 FrameSelection = Literal["all", "flagged"]
@@ -69,7 +69,7 @@ class ExportVideo:
 def _frames_to_keep(out_uri: str, video_id: str, frames: FrameSelection) -> set[int] | None:
     if frames == "all":
         return None
-    from pipeline.review import review_video
+    from pipeline.report.review import review_video
 
     return {int(index) for index in review_video(out_uri, video_id).review_frames}
 

@@ -14,7 +14,7 @@ from pipeline.export.coco import coco_document
 from pipeline.export.cvat import cvat_document
 from pipeline.export.labelstudio import labeling_config, labelstudio_tasks
 from pipeline.export.select import ExportError, ExportVideo, FrameSelection, select_videos
-from pipeline.video import iter_frames
+from pipeline.io.video import iter_frames
 
 FORMATS: tuple[str, ...] = ("coco", "cvat", "labelstudio")
 
@@ -56,7 +56,7 @@ def write_images(
     """Decode ``video``'s selected frames from its source file and write them as PNG; returns how many.
 
     Raises:
-        pipeline.video.VideoError: the source video is missing or unreadable.
+        pipeline.io.video.VideoError: the source video is missing or unreadable.
     """
     if not video.frames:
         return 0
@@ -99,7 +99,7 @@ def export_masks(
 
     Raises:
         ExportError: unknown format or frame selection, nothing committed, unknown video.
-        pipeline.video.VideoError: ``images`` and a source video is unreadable.
+        pipeline.io.video.VideoError: ``images`` and a source video is unreadable.
     """
     if fmt not in FORMATS:
         raise ExportError(f"--format {fmt}: unknown export format; choose one of {', '.join(FORMATS)}")

@@ -6,13 +6,13 @@ Layout of ``<out_dir>/<kind>_<granularity>/``::
     references/masks/000.png ...    single-channel uint8 label maps 0..P-1, same stem as the image
     references/parts.txt            part names, one per line, background first
     videos/<kind>_00.mp4 ...        the test videos (identical files for both granularities of a kind)
-    gt/<kind>_00/                   SMITE-50 ground truth (pipeline.smite50), DENSE: every frame annotated
+    gt/<kind>_00/                   SMITE-50 ground truth (pipeline.evaluation.smite50), DENSE: every frame annotated
     dataset.json                    kind, granularity, parts, videos, seed, size, num_frames, fps, instances
 
 Every image, mask and ground-truth PNG is a pure function of ``seed`` (and the other arguments): two runs
 with the same library versions write identical bytes (other NumPy/libm builds may round a boundary pixel
 differently). The MP4 bytes also depend on the encoder build (libx264 version) used by
-:func:`pipeline.video.write_video`. Each reference and each video draws its instance, pose and scene from its
+:func:`pipeline.io.video.write_video`. Each reference and each video draws its instance, pose and scene from its
 own random stream keyed by (seed, kind, role, index), so references and test videos never share an instance,
 and a kind's data do not depend on which other kinds are generated.
 """
@@ -29,15 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.references import write_reference_set
-from pipeline.smite50 import write_ground_truth
+from pipeline.evaluation.smite50 import write_ground_truth
+from pipeline.io.references import write_reference_set
+from pipeline.io.video import write_video
 from pipeline.synth.scene import background_texture, random_pose, random_scene, render, render_video
 from pipeline.synth.shapes import KINDS, ObjectKind
-from pipeline.video import write_video
+from smite_ops.errors import InputError
 
 GRANULARITIES = ("fine", "coarse")
 FPS = 24.0
 _REFERENCE, _VIDEO = 0, 1
+
+
+class SynthError(InputError):
+    """Arguments the synthetic benchmark cannot be generated with (an unknown kind, a count or size out of range)."""
 
 
 def stream(seed: int, kind: str, role: int, index: int) -> np.random.Generator:
@@ -115,13 +120,13 @@ def generate_benchmark(
         The dataset folders written, ``<out_dir>/<kind>_<granularity>``, fine before coarse per kind.
 
     Raises:
-        ValueError: an unknown kind or an out-of-range count or size.
+        SynthError: an unknown kind or an out-of-range count or size.
     """
     names = list(KINDS) if kinds is None else list(kinds)
     if unknown := [name for name in names if name not in KINDS]:
-        raise ValueError(f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
+        raise SynthError(f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
     if size < 32 or num_references < 1 or videos_per_kind < 1 or num_frames < 2:
-        raise ValueError(
+        raise SynthError(
             f"generate_benchmark: need size >= 32, num_references >= 1, videos_per_kind >= 1, num_frames >= 2; got "
             f"size={size}, num_references={num_references}, videos_per_kind={videos_per_kind}, num_frames={num_frames}"
         )

@@ -1,0 +1,1 @@
+"""Reading what a job is given: videos (probe, decode, encode), input expansion, reference sets."""

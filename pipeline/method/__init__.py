@@ -1,0 +1,1 @@
+"""The job configuration turned into the method: smite_ops settings and the backbone to load."""

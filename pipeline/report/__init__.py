@@ -1,0 +1,1 @@
+"""The reviewer's HTML report of a run and the review signals behind it."""
