@@ -47,6 +47,10 @@ class LearnSettings:
     validation_t_range: tuple[int, int] = (95, 105)
     resolution: int = 512
     loss: SmiteLoss = field(default_factory=SmiteLoss)
+    loss_scale: float = 0.01
+    """Factor on the loss before backward, as the reference's ``backward_and_optimize(scale=0.01)``. With Adam
+    it only divides epsilon by itself (1e-8 / 0.01 = 1e-6 on the unscaled gradient): entries whose gradient is
+    below ~1e-6 move less than ``lr`` in a step."""
 
 
 def trainable_unet_parameters(unet: nn.Module, trainable: Trainable) -> dict[str, nn.Parameter]:
@@ -124,16 +128,20 @@ class PartLearner:
             return True, False
         return self.settings.stage2 == "joint", True
 
-    def _forward(self, image: Tensor, timestep: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """One UNet pass on a single image; returns ``(eps_pred, eps)`` and leaves the maps captured."""
-        latent = self.runner.encode(image[None], generator)
-        noisy, eps = self.runner.add_noise(latent, timestep, generator)
+    def _noisy_latent(self, image: Tensor, timestep: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """VAE latent of one ``(3, R, R)`` image noised to ``timestep``: ``(noisy, eps)``, each ``(1, C, h, w)``."""
+        latent = self.runner.encode(image[None].to(self.backbone.device), generator)
+        return self.runner.add_noise(latent, timestep, generator)
+
+    def _predict(self, noisy: Tensor, timestep: int) -> Tensor:
+        """One UNet pass on ``(1, C, h, w)`` noisy latents (CFG-combined when ``guidance_scale > 1``); leaves the
+        maps captured."""
         conditioning = self.tokens()
         if not self.cfg:
-            return self.runner.predict(noisy, timestep, conditioning, num_frames=1), eps
+            return self.runner.predict(noisy, timestep, conditioning, num_frames=1)
         pair = torch.stack([self.uncond.to(conditioning.dtype), conditioning])
         eps_uncond, eps_cond = self.runner.predict(noisy.repeat(2, 1, 1, 1), timestep, pair, 1).chunk(2)
-        return eps_uncond + self.settings.guidance_scale * (eps_cond - eps_uncond), eps
+        return eps_uncond + self.settings.guidance_scale * (eps_cond - eps_uncond)
 
     def step(self, image: Tensor, mask: Tensor, epoch: int, generator: torch.Generator) -> LossTerms:
         """One optimisation step on one sample.
@@ -144,19 +152,34 @@ class PartLearner:
             epoch: 0-based epoch (selects the stage and the frequency term).
             generator: CPU generator for timestep, VAE sampling and noise.
         """
-        train_tokens, train_unet = self.stage_of(epoch)
         low, high = self.settings.t_range
         timestep = int(torch.randint(low, high + 1, (1,), generator=generator))
+        with torch.no_grad():
+            noisy, eps = self._noisy_latent(image, timestep, generator)
+        return self.step_on_latents(noisy, eps, timestep, mask, epoch)
+
+    def step_on_latents(self, noisy: Tensor, eps: Tensor, timestep: int, mask: Tensor, epoch: int) -> LossTerms:
+        """One optimisation step on one sample given as noisy latents: the loss, its backward and the update of
+        the stage's parameters (:meth:`step` after drawing the timestep and the noise).
+
+        Args:
+            noisy, eps: ``(1, C, h, w)`` noisy latents at ``timestep`` and the noise that was added.
+            timestep: the UNet timestep.
+            mask: ``(H, W)`` int64 labels (resized with nearest to the map size).
+            epoch: 0-based epoch (selects the stage and the frequency term).
+        """
+        train_tokens, train_unet = self.stage_of(epoch)
+        noisy, eps = noisy.to(self.backbone.device), eps.to(self.backbone.device)
         on_gpu = self.backbone.device.type == "cuda"
         with torch.autocast(self.backbone.device.type, dtype=torch.bfloat16, enabled=on_gpu):
-            eps_pred, eps = self._forward(image.to(self.backbone.device), timestep, generator)
+            eps_pred = self._predict(noisy, timestep)
             logits, maps = self.runner.training_maps(self.num_parts)
             target = nearest_mask(mask, self.runner.map_size).to(self.backbone.device)
             terms = self.settings.loss(logits[0].float(), maps[0].float(), target, eps_pred.float(), eps.float(), epoch)
         self.token_optimizer.zero_grad(set_to_none=True)
         if self.unet_optimizer is not None:
             self.unet_optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        (terms.total * self.settings.loss_scale).backward()
         if train_tokens:
             self.token_optimizer.step()
         if train_unet and self.unet_optimizer is not None:
@@ -167,7 +190,7 @@ class PartLearner:
     @torch.no_grad()
     def predict_labels(self, image: Tensor, timestep: int, generator: torch.Generator) -> Tensor:
         """Labels ``(s, s)`` at the map size for one ``(3, R, R)`` image, inference-variant WAS (§2.6)."""
-        self._forward(image.to(self.backbone.device), timestep, generator)
+        self._predict(self._noisy_latent(image, timestep, generator)[0], timestep)
         labels = self.runner.inference_maps(self.num_parts)[0].argmax(0).cpu()
         self.runner.release()
         return labels

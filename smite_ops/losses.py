@@ -2,7 +2,7 @@
 
 Maps are at the loss resolution (64 x 64 in the method); ``P`` counts classes with background = 0.
 The reference multiplies the total by 0.01 before backward; that factor only interacts with Adam's
-epsilon and is left to the optimiser configuration.
+epsilon and is applied by the learner (``LearnSettings.loss_scale``).
 """
 
 from __future__ import annotations

@@ -15,9 +15,11 @@ def load_vector(name: str) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def assert_close_to_scale(actual: np.ndarray, expected: np.ndarray, relative: float) -> None:
-    """``max |actual - expected| <= relative * max |expected|`` (the tolerance of each vector, README)."""
+def assert_close_to_scale(actual: np.ndarray, expected: np.ndarray, relative: float) -> float:
+    """``max |actual - expected| <= relative * max |expected|`` (the tolerance of each vector, README); returns
+    the measured ``max |actual - expected| / max |expected|``."""
     scale = float(np.abs(expected).max())
     error = float(np.abs(np.asarray(actual, dtype=np.float64) - expected).max())
     assert actual.shape == expected.shape
     assert error <= relative * scale, f"max abs error {error:.3g} > {relative:g} x scale {scale:.3g}"
+    return error / scale
