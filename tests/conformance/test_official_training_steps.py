@@ -18,7 +18,7 @@ import torch
 
 from conformance.helpers import assert_close_to_scale, load_vector
 from pipeline.config import load_config
-from pipeline.method_settings import learn_settings
+from pipeline.method.settings import learn_settings
 from smite_ops.backbone import Backbone, load_backbone
 from smite_ops.learning import PartLearner
 from smite_ops.unet_maps import MapOptions

@@ -19,7 +19,7 @@ import torch
 
 from conformance.helpers import assert_close_to_scale, load_vector
 from pipeline.config import load_config
-from pipeline.method_settings import guidance_settings
+from pipeline.method.settings import guidance_settings
 from smite_ops.backbone import load_backbone
 from smite_ops.guidance import GuidedWindow
 from smite_ops.segmentation import SegmentSettings
