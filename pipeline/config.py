@@ -92,6 +92,9 @@ class TrainConfig(_Section):
     coef_sd: NonNegativeFloat = 0.005
     coef_freq: NonNegativeFloat = 0.001
     freq_from_epoch: EpochIndex = 6
+    freq_low_band: Literal["radial", "official"] = Field(
+        "radial", description="frequency loss low band: a radial low-pass, or the official all-pass mask (a bug)"
+    )
     min_crop_ratio: Fraction = 0.8
     flip: bool = True
     validation_t_range: TimestepRange = (95, 105)

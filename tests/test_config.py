@@ -142,3 +142,10 @@ def test_a_resolved_config_passes_through_and_refuses_overrides() -> None:
     assert resolve_config("tiny", ["train.epochs=3"]) == job
     with pytest.raises(ConfigError, match="--set train.epochs=4: overrides apply when a config loads"):
         resolve_config(job, ["train.epochs=4"])
+
+
+def test_frequency_low_band_reaches_the_loss() -> None:
+    from pipeline.method.settings import learn_settings
+
+    assert not learn_settings(load_config("smite")).loss.freq_reference_quirk
+    assert learn_settings(load_config("smite", ["train.freq_low_band=official"])).loss.freq_reference_quirk

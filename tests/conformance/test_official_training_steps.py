@@ -9,7 +9,6 @@ same sample, in the reference's loss mode, without CFG and with the frequency co
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +52,8 @@ def assert_step_close(ours: np.ndarray, official: np.ndarray, before: np.ndarray
 
 def production_learner(backbone: Backbone, vector: dict[str, np.ndarray], stage: str) -> PartLearner:
     """A learner with configs/smite.yaml's settings (CFG off, frequency coefficient 0, reference loss mode)."""
-    config = load_config("smite", ["train.guidance_scale=1.0", "train.coef_freq=0.0"])
+    config = load_config("smite", ["train.guidance_scale=1.0", "train.coef_freq=0.0", "train.freq_low_band=official"])
     settings = learn_settings(config)
-    settings = dataclasses.replace(settings, loss=dataclasses.replace(settings.loss, freq_reference_quirk=True))
     conditioning = torch.from_numpy(vector["conditioning"])
     tokens = torch.from_numpy(vector[f"{stage}/tokens_before"])
     names = ["background", *(f"part{i}" for i in range(1, tokens.shape[0] + 1))]
