@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             guidance = mode_config(load_config("smite", [*overrides, *extra]), mode).guidance
             refine = temporal_refiner(segmenter, guidance)
             timer.row(
-                f"phase B {mode} ({guidance.window}-frame window, overlap {guidance.overlap}) {' '.join(extra)}",
+                " ".join([f"phase B {mode} ({guidance.window}-frame window, overlap {guidance.overlap})", *extra]),
                 lambda refine=refine: refine(window, reference, tracks, (side, side), 0),
                 guidance.window - guidance.overlap, lambda: segmenter.runner.frame_forwards,
             )
