@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -75,6 +76,7 @@ def token_cluster() -> Iterator[tuple[str, str]]:
             for node in nodes:
                 node.terminate()
             _stop_processes_naming(temp)
+            shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_segment_joins_a_token_cluster_and_refuses_without_the_token(
