@@ -92,6 +92,9 @@ class TrainConfig(_Section):
     coef_sd: NonNegativeFloat = 0.005
     coef_freq: NonNegativeFloat = 0.001
     freq_from_epoch: EpochIndex = 6
+    loss_scale: Annotated[float, Field(gt=0)] = Field(
+        0.01, description="the loss is multiplied by this before backward (official 0.01: with Adam, a larger eps)"
+    )
     freq_low_band: Literal["radial", "official"] = Field(
         "radial", description="frequency loss low band: a radial low-pass, or the official all-pass mask (a bug)"
     )

@@ -22,7 +22,8 @@ EPOCHS = 6
 SLOW_EPOCHS = 80
 QUALITY_FLOOR = 40.0  # validation mIoU in %; measured 45.8 against 21.9 for all-background (torch 2.13 CPU, 1 thread)
 TINY_JOB = {  # configs/tiny.yaml
-    "token_lr": 1.0, "unet_lr": 1e-3, "trainable": "crossattn_kv+selfattn_qk", "loss": SmiteLoss(coef_freq=0.0)
+    "token_lr": 1.0, "unet_lr": 1e-3, "trainable": "crossattn_kv+selfattn_qk", "loss": SmiteLoss(coef_freq=0.0),
+    "loss_scale": 1.0,
 }
 
 

@@ -35,7 +35,7 @@ def learn_settings(config: JobConfig) -> LearnSettings:
         token_epochs=train.token_epochs, stage2=train.stage2, trainable=train.trainable,
         token_lr=train.token_lr, unet_lr=train.unet_lr, t_range=train.t_range,
         guidance_scale=train.guidance_scale, validation_t_range=train.validation_t_range,
-        resolution=config.model.resolution,
+        resolution=config.model.resolution, loss_scale=train.loss_scale,
         loss=SmiteLoss(coef_sd=train.coef_sd, coef_freq=train.coef_freq, freq_from_epoch=train.freq_from_epoch,
                        freq_reference_quirk=train.freq_low_band == "official"),
     )
