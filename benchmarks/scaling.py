@@ -2,16 +2,22 @@
 
 The segmenter costs a fixed ``--cost-ms`` per frame spent asleep (a GPU's time, which uses no CPU here) and
 returns cheap two-class scores, so the numbers measure the pipeline around the model: decoding, transfer,
-stitching, run-length encoding, Parquet, overlay encoding and scheduling. Each row runs in a fresh process
-with a ``ray.cluster_utils.Cluster`` of ``--nodes`` nodes holding logical GPUs (one per actor). Columns:
+stitching, run-length encoding, Parquet, overlay encoding (in writer tasks) and scheduling (the driver). Each
+row runs in a fresh process with a ``ray.cluster_utils.Cluster`` of ``--nodes`` nodes holding logical GPUs (one
+per actor) and ``--writer-cpus`` logical CPUs per node for the writer tasks. Columns:
 
 - frames/s over the video's span (first shard started to commit, so actor start-up is left out) and its ratio
-  to ``N`` times the one-actor rate (the target is >= 0.9 for N = 2, 4, 8), and frames/s over the whole
-  ``segment_videos`` call;
-- driver CPU seconds per output frame (``time.process_time`` of the driver process, all its threads);
-- driver peak resident memory (``VmHWM``), MiB.
+  to ``N`` times the one-actor rate of the same video (the target is >= 0.9 for N = 2, 4, 8), and frames/s
+  over the whole ``segment_videos`` call;
+- driver CPU per output frame (``time.process_time`` of the driver process, all its threads), ms;
+- driver peak resident memory (``VmHWM``), MiB;
+- object-store peak: the peak resident memory of the cluster's raylets (they hold the shared-memory object
+  store, whose pages count as theirs once touched), summed over nodes, MiB.
 
-Run from the repository root (a few minutes on two cores)::
+Physical cores bound the writers: keep ``frames/s x writer CPU per frame`` under the machine's cores (raise
+``--cost-ms`` on a small machine), or the rows measure the machine, not the pipeline.
+
+Run from the repository root::
 
     .venv/bin/python -m benchmarks.scaling [--frames 192] [--cost-ms 100] [--actors 1 2 4 8] [--sizes 256 1080]
 """
@@ -20,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +82,30 @@ def make_video(path: Path, frames: int, height: int) -> Path:
     return path
 
 
-def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float) -> dict[str, float]:
+def descendants_peak_mib(name: str) -> float:
+    """Summed peak resident memory (``VmHWM``) of this process's descendants called ``name``, MiB."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid, rest = text.split(" (", 1)
+        comm, fields = rest.rsplit(") ", 1)
+        parents[int(pid)], names[int(pid)] = int(fields.split()[1]), comm
+    mine = {os.getpid()}
+    for _ in range(8):  # a few levels of process tree
+        mine |= {pid for pid, parent in parents.items() if parent in mine}
+    total = 0.0
+    for pid in mine:
+        if names.get(pid) == name:
+            with suppress(OSError), open(f"/proc/{pid}/status", encoding="ascii") as status:
+                total += next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    return total
+
+
+def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float, writer_cpus: int) -> dict[str, float]:
     """One measurement in this process: a fresh cluster, one ``segment_videos`` call, the driver's costs."""
     import ray
     from ray.cluster_utils import Cluster
@@ -82,7 +113,7 @@ def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float) -> dic
     cluster = Cluster()
     per_node = -(-actors // nodes)
     for _ in range(nodes):
-        cluster.add_node(num_cpus=per_node, num_gpus=per_node)
+        cluster.add_node(num_cpus=per_node + writer_cpus, num_gpus=per_node)
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
     try:
         config = load_config("tiny", [
@@ -94,6 +125,7 @@ def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float) -> dic
         result = segment_videos([video], "", out, config, progress=False,
                                 segmenter_factory=SleepingSegmenterFactory(cost_s))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+        store_mib = descendants_peak_mib("raylet")
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -101,45 +133,49 @@ def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float) -> dic
     if done.status != "done":
         raise RuntimeError(f"{video}: {done.error_type}: {done.error}")
     return {"frames": done.num_frames, "seconds": seconds, "span_s": done.seconds, "driver_cpu_s": cpu,
-            "driver_mib": peak_rss_mib()}
+            "driver_mib": peak_rss_mib(), "store_mib": store_mib}
 
 
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--frames", type=int, default=192)
+    parser.add_argument("--frames", type=int, nargs="+", default=[192], help="video lengths, frames")
     parser.add_argument("--cost-ms", type=float, default=100.0, help="simulated segmenter cost per frame, ms")
     parser.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--nodes", type=int, default=2, help="cluster nodes (actors spread over them)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1080], help="video heights, pixels")
+    parser.add_argument("--writer-cpus", type=int, default=1, help="logical CPUs per node for writer tasks")
     parser.add_argument("--row", nargs=3, metavar=("VIDEO", "OUT", "ACTORS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.row:
         video, out, actors = args.row
-        print(json.dumps(run_row(video, out, int(actors), args.nodes, args.cost_ms / 1000)))
+        print(json.dumps(run_row(video, out, int(actors), args.nodes, args.cost_ms / 1000, args.writer_cpus)))
         return
     print("command: " + " ".join([sys.executable, "-m", "benchmarks.scaling", *sys.argv[1:]]))
-    print(f"\n{args.frames} frames, {args.cost_ms:.0f} ms simulated segmenter cost per frame, {args.nodes} nodes\n")
-    print("| video | actors | frames/s (span) | vs N x one actor | frames/s (call) | driver CPU ms / frame "
-          "| driver peak MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{args.cost_ms:.0f} ms simulated segmenter cost per frame, {args.nodes} nodes, "
+          f"{args.writer_cpus} writer CPU(s) per node\n")
+    print("| video | frames | actors | frames/s (span) | vs N x one actor | frames/s (call) | driver CPU ms / frame "
+          "| driver peak MiB | object-store peak MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as scratch:
-        for height in args.sizes:
-            video = make_video(Path(scratch) / f"clip{height}.mp4", args.frames, height)
-            single = None
-            for actors in args.actors:
-                command = [sys.executable, "-m", "benchmarks.scaling", "--nodes", str(args.nodes), "--cost-ms",
-                           str(args.cost_ms), "--row", str(video), f"{scratch}/out-{height}-{actors}", str(actors)]
-                done = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY)
-                if done.returncode != 0:
-                    sys.exit(f"{height}p, {actors} actors: the run failed:\n{done.stderr[-3000:]}")
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-                rate = row["frames"] / row["span_s"]
-                single = single or rate / actors
-                print(f"| {height}p | {actors} | {rate:.2f} | {rate / (actors * single):.2f} | "
-                      f"{row['frames'] / row['seconds']:.2f} | {1000 * row['driver_cpu_s'] / row['frames']:.0f} | "
-                      f"{row['driver_mib']:.0f} |", flush=True)
+        for frames in args.frames:
+            for height in args.sizes:
+                video = make_video(Path(scratch) / f"clip{height}-{frames}.mp4", frames, height)
+                single = None
+                for actors in args.actors:
+                    command = [sys.executable, "-m", "benchmarks.scaling", "--nodes", str(args.nodes), "--cost-ms",
+                               str(args.cost_ms), "--writer-cpus", str(args.writer_cpus), "--row", str(video),
+                               f"{scratch}/out-{height}-{frames}-{actors}", str(actors)]
+                    done = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY)
+                    if done.returncode != 0:
+                        sys.exit(f"{height}p, {actors} actors: the run failed:\n{done.stderr[-3000:]}")
+                    row = json.loads(done.stdout.strip().splitlines()[-1])
+                    rate = row["frames"] / row["span_s"]
+                    single = single or rate / actors
+                    print(f"| {height}p | {frames} | {actors} | {rate:.2f} | {rate / (actors * single):.2f} | "
+                          f"{row['frames'] / row['seconds']:.2f} | {1000 * row['driver_cpu_s'] / row['frames']:.1f} "
+                          f"| {row['driver_mib']:.0f} | {row['store_mib']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

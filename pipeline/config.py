@@ -225,8 +225,13 @@ class RuntimeConfig(_Section):
     num_actors: PositiveInt = 1
     gpus_per_actor: NonNegativeFloat = 1.0
     cpus_per_actor: NonNegativeFloat = 1.0
+    cpus_per_writer: NonNegativeFloat = Field(
+        1.0, description="CPUs of each task that blends, labels and writes a segment of frames (0: share others')"
+    )
     windows_per_shard: PositiveInt = 4
-    max_shards_in_flight: PositiveInt = 4
+    max_shards_in_flight: PositiveInt = Field(
+        4, description="shards running or with results still to be read; a guided video may need a few more"
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     placement_timeout_s: Annotated[float, Field(gt=0)] = Field(
         60.0, description="how long to wait for Ray to place the shard actors (e.g. GPU nodes scaling up), s"

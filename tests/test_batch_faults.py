@@ -65,7 +65,8 @@ def test_readers_of_masks_only_ever_see_committed_partitions(dataset: Path, tmp_
         done.set()
         reader.join()
     assert [v.status for v in result.videos] == ["done", "done"]
-    assert seen == {f"masks/video_id={v}/part-00000.parquet" for v in ("car_00", "car_01")}
+    # 24 frames in windows [0, 18) [6, 24), a window per shard: one file per segment, [0, 6) and [6, 24)
+    assert seen == {f"masks/video_id={v}/part-0000{i}.parquet" for v in ("car_00", "car_01") for i in (0, 1)}
     assert not (tmp_path / "_staging").exists()
 
 
@@ -121,7 +122,7 @@ def test_a_model_change_relabels_and_a_runtime_change_does_not(dataset: Path, tm
     first = _run(dataset, tmp_path, videos=("car_00",))
     assert [v.status for v in first.videos] == ["done"]
     assert _files(tmp_path) == ["_manifest/car_00.json", "failures.parquet", "masks/video_id=car_00/part-00000.parquet",
-                                "overlays/car_00.mp4"]
+                                "masks/video_id=car_00/part-00001.parquet", "overlays/car_00.mp4"]
     committed = Path(manifest_path(str(tmp_path), "car_00")).read_text()
     key = json.loads(committed)["commit_key"]
     runtime_only = _run(dataset, tmp_path, "runtime.num_actors=2", "runtime.max_shards_in_flight=3", videos=("car_00",))

@@ -1,15 +1,13 @@
-"""Batch outputs without Ray: manifests, failures.parquet, the tracks Parquet, the overlay sink, stitch order."""
+"""Batch outputs without Ray: manifests, failures.parquet, the tracks Parquet, stitch order."""
 
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from pipeline.batch.stitch import ScoreStitcher, native_probabilities
 from pipeline.batch.windows import plan_windows
-from pipeline.io.video import probe_video, read_frames
 from pipeline.sinks.manifest import (
     Failure,
     VideoManifest,
@@ -19,7 +17,6 @@ from pipeline.sinks.manifest import (
     update_failures,
     write_manifest,
 )
-from pipeline.sinks.overlay_video import OverlaySink
 from pipeline.sinks.tracks import write_tracks
 from smite_ops.tracking.long_video import VideoTracks, dense_tracks
 
@@ -77,25 +74,6 @@ def test_tracks_round_trip_through_parquet(tmp_path: Path) -> None:
         assert row["query_frame"] == int(tracks.query_frames[point])
         assert (row["x"], row["y"]) == pytest.approx(dense.points[frame, point].tolist())
         assert row["visible"] == bool(dense.visible[frame, point])
-
-
-def test_overlay_sink_writes_every_frame_or_nothing(tmp_path: Path) -> None:
-    frames = np.full((6, 16, 24, 3), 90, np.uint8)
-    labels = np.zeros((16, 24), np.int64)
-    labels[4:12, 6:18] = 1
-    sink = OverlaySink(str(tmp_path / "overlays" / "clip.mp4"), fps=12.0, num_parts=2, depth=2)
-    for frame in frames:
-        sink.write(frame, labels)
-    uri = sink.commit()
-    info = probe_video(uri)
-    assert (info.num_frames, info.height, info.width, info.fps) == (6, 16, 24, 12.0)
-    decoded = read_frames(uri).astype(int)
-    assert abs(decoded[:, 0, 0] - 90).max() <= 3  # background untouched
-    assert abs(decoded[:, 8, 12] - 90).max() > 40  # the part is coloured
-    aborted = OverlaySink(str(tmp_path / "overlays" / "gone.mp4"), fps=12.0, num_parts=2)
-    aborted.write(frames[0], labels)
-    aborted.abort()
-    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["clip.mp4"]
 
 
 def test_stitched_frames_are_bit_identical_whatever_the_arrival_order() -> None:

@@ -4,7 +4,8 @@
 the resources of ``runtime`` (``num_gpus`` for GPU actors, ``num_cpus`` for CPU ones), in a placement group
 reserved by :func:`reserve_actor_slots`. An actor builds its
 segmenter once, from a picklable factory, then processes shards: it decodes only the shard's frames and
-returns every window's class scores at the segmenter's output size in half precision.
+returns every window's class scores at the segmenter's output size in half precision, with a small
+:class:`ShardStats` as a second return value, so that the driver can follow the work without fetching scores.
 
 An actor process that dies (killed, out of memory, node lost) is restarted by Ray, which runs the factory
 again and retries the shard that was running and those queued on it, up to :data:`MAX_RESTARTS` times.
@@ -16,17 +17,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 import torch
 from ray.actor import ActorHandle
-from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.placement_group import PlacementGroup, placement_group, placement_group_table, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from pipeline.batch.plan import Shard
 from pipeline.batch.results import WorkerStats
 from pipeline.batch.segmenters import SegmenterFactory
 from pipeline.batch.shared_tracks import compute_video_tracks, make_tracker
+from pipeline.batch.stitch import stitch_range
 from pipeline.batch.windows import Window
 from pipeline.config import JobConfig, RuntimeConfig
 from pipeline.io.video import VideoInfo, read_frames
@@ -45,24 +48,45 @@ class PlacementError(InputError):
 
 
 @dataclass(frozen=True)
-class ShardResult:
-    """The scores of one shard.
+class ShardStats:
+    """What one shard cost: all the driver reads of a shard's result.
 
     Attributes:
-        shard: the shard processed.
-        guided: whether these are phase-B (guided) scores.
-        scores: per window, in shard order, ``(window.length, P, h, w)`` float16 class scores.
+        guided: whether the shard ran phase B (guided refinement).
         model_seconds: wall time spent inside segmenter calls, s.
         decode_seconds: wall time spent decoding the shard's frames, s.
         frame_forwards: UNet frame-forward equivalents spent on the shard (a backward counts two).
     """
 
-    shard: Shard
     guided: bool
-    scores: tuple[tuple[Window, torch.Tensor], ...]
     model_seconds: float
     decode_seconds: float
     frame_forwards: int = 0
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """The scores of one shard.
+
+    Attributes:
+        shard: the shard processed.
+        scores: per window, in shard order, ``(window.length, P, h, w)`` float16 class scores.
+        stats: what it cost.
+    """
+
+    shard: Shard
+    scores: tuple[tuple[Window, torch.Tensor], ...]
+    stats: ShardStats
+
+
+def phase_a_reference(shard: Shard, phase_a: tuple[ShardResult, ...]) -> torch.Tensor:
+    """The stitched phase-A scores of frames ``[shard.start, shard.stop)``, ``(T, P, h, w)`` float32.
+
+    ``phase_a`` holds the phase-A results of every shard covering those frames (:func:`covering_shards`).
+    """
+    windows = (pair for result in phase_a for pair in result.scores)
+    frames = stitch_range(windows, shard.num_frames, shard.start, shard.stop)
+    return torch.stack([scores for _, scores in frames])
 
 
 class ShardWorker:
@@ -87,19 +111,23 @@ class ShardWorker:
         return self.loaded.part_names, self.loaded.model_id
 
     def run(
-        self, shard: Shard, tracks: VideoTracks | None = None, reference: torch.Tensor | None = None
-    ) -> ShardResult:
+        self, shard: Shard, tracks: VideoTracks | None = None, *phase_a: ShardResult
+    ) -> tuple[ShardResult, ShardStats]:
         """Decode frames ``[shard.start, shard.stop)`` and segment each window of the shard.
 
-        Phase A (no ``tracks``): unguided scores. Phase B: guided refinement of each window against its slice
-        of ``reference`` (``(shard.stop - shard.start, P, h, w)``, the stitched phase-A scores of the shard's
-        frames) and of the video's shared ``tracks`` (pixels of the square working-resolution frame).
+        Phase A (no ``tracks``): unguided scores. Phase B: guided refinement of each window against the video's
+        shared ``tracks`` (pixels of the square working-resolution frame) and its slice of the reference, the
+        stitched scores of ``phase_a``: the phase-A results of every shard covering the shard's frames.
+
+        Returns:
+            The result and its stats (two return values of the actor task).
         """
         started = time.perf_counter()
         frames = torch.from_numpy(read_frames(shard.uri, shard.start, shard.stop)).permute(0, 3, 1, 2)
         decode_seconds = time.perf_counter() - started
-        if tracks is not None and (self.loaded.refine is None or reference is None):
+        if tracks is not None and (self.loaded.refine is None or not phase_a):
             raise ValueError("guided refinement needs a segmenter with guidance on and phase-A reference scores")
+        reference = phase_a_reference(shard, phase_a) if tracks is not None else None
         model_seconds = 0.0
         count = self.loaded.frame_forwards or (lambda: 0)
         forwards_before = count()
@@ -108,7 +136,7 @@ class ShardWorker:
             local = slice(window.start - shard.start, window.stop - shard.start)
             seed = self.seed + window.start
             started = time.perf_counter()
-            if tracks is None:
+            if tracks is None or reference is None:
                 window_scores = self.loaded.segment(frames[local], seed)
             else:
                 side = self.resolution
@@ -123,8 +151,8 @@ class ShardWorker:
             scores.append((window, window_scores.to(torch.float16).cpu()))
         self.shards += 1
         self.model_seconds += model_seconds
-        forwards = count() - forwards_before
-        return ShardResult(shard, tracks is not None, tuple(scores), model_seconds, decode_seconds, forwards)
+        stats = ShardStats(tracks is not None, model_seconds, decode_seconds, count() - forwards_before)
+        return ShardResult(shard, tuple(scores), stats), stats
 
     def track(self, info: VideoInfo, config: JobConfig) -> tuple[VideoTracks, int]:
         """Point tracks of one whole video (see :mod:`pipeline.batch.shared_tracks`), with the tracker built once,
@@ -203,6 +231,45 @@ def reserve_actor_slots(
         notify(f"runtime.num_actors={runtime.num_actors}: only {len(placed)} shard actor(s) of {bundle} could be "
                f"placed within {timeout_s:.0f} s; running with {len(placed)}")
     return placed
+
+
+def free_cpus(groups: list[PlacementGroup | None], node_id: str | None = None) -> float:
+    """CPUs of the cluster (or of node ``node_id``) not reserved by the shard actors' placement ``groups``."""
+    total = sum(
+        node["Resources"].get("CPU", 0.0) for node in ray.nodes()
+        if node["Alive"] and node_id in (None, node["NodeID"])
+    )
+    for group in groups:
+        if group is None:
+            continue
+        table = placement_group_table(group)
+        for index, bundle in table["bundles"].items():
+            if node_id in (None, table["bundles_to_node_id"].get(index)):
+                total -= bundle.get("CPU", 0.0)
+    return total
+
+
+def writer_options(
+    runtime: RuntimeConfig, groups: list[PlacementGroup | None], local_output: bool, notify: Callable[[str], None]
+) -> dict[str, Any]:
+    """Ray options of the writer tasks (:mod:`pipeline.batch.video_writer`).
+
+    Each asks for ``runtime.cpus_per_writer`` CPUs; when the shard actors leave fewer than that (on the driver's
+    node, for a ``local_output`` root: the only node that sees it), writers share the actors' CPUs instead, said
+    in one line, rather than wait forever. A local output root pins the writers to the driver's node.
+    """
+    node_id = ray.get_runtime_context().get_node_id() if local_output else None
+    cpus = runtime.cpus_per_writer
+    free = free_cpus(groups, node_id)
+    if cpus > free:
+        where = "on the driver's node (the output root is a local folder)" if local_output else "in the cluster"
+        notify(f"runtime.cpus_per_writer={cpus:g}: only {max(free, 0):g} CPU(s) left {where} beside the shard "
+               "actors; the writer tasks share the actors' CPUs")
+        cpus = 0.0
+    options: dict[str, Any] = {"num_cpus": cpus}
+    if node_id is not None:
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id, soft=False)
+    return options
 
 
 def start_worker(factory: SegmenterFactory, config: JobConfig, group: PlacementGroup | None) -> ActorHandle:

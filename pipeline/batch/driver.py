@@ -1,23 +1,31 @@
-"""The batch driver: segment many videos on Ray with bounded memory, and write every output.
+"""The batch driver: segment many videos on Ray with bounded memory; it schedules and commits, workers do the rest.
 
 :func:`segment_videos` expands the inputs, starts the shard actors (each loads the segmenter once), then
-loops: it opens videos one at a time as capacity frees up (probe, plan, skip the committed ones), submits
-their shards to the least busy actor, and stitches and writes results as they come back. At most
-``runtime.max_shards_in_flight`` shards are outstanding (running, queued on an actor, or returned but waiting
-for an earlier shard of their video), so neither a 10-hour video nor 10 000 videos fill the driver's memory
-or the object store. With guidance on, each video runs in two phases over the same windows
-(:mod:`pipeline.batch.video_job`): phase-A shards give unguided scores, stitched into a reference that is put in
-the object store shard by shard, and phase-B shards refine against it and against the video's point tracks,
-computed once per video by an actor and shared through the object store.
+loops: it opens videos one at a time as capacity frees up (probe, plan, skip the committed ones) and submits
+their shards to the least busy actor. A shard's scores stay in Ray's object store; the driver reads only its
+small stats. Once every shard covering a segment of frames has returned, a writer task (any worker with
+``runtime.cpus_per_writer`` CPUs) blends, labels and stages the segment (:mod:`pipeline.batch.video_writer`); once
+every segment of a video is staged, a commit task publishes it. The driver never holds frames or scores, so its
+cost per frame is a few task submissions and its memory does not grow with resolution or video length.
 
-A video that fails (unreadable, no frames, a segmenter error, an actor that keeps dying) is dropped with
-its partial outputs and recorded in ``failures.parquet``; the batch goes on. A dead actor process is
-restarted by Ray and its shards retried (:mod:`pipeline.batch.actors`), so a single crash costs no video.
+At most ``runtime.max_shards_in_flight`` shards are outstanding (running, or returned with results not yet read
+by every segment or phase-B shard that needs them), so neither a 10-hour video nor 10 000 videos fill the object
+store; when every held result waits for a shard not yet submitted, that shard is submitted anyway. With guidance
+on, each video runs in two phases over the same windows (:mod:`pipeline.batch.video_job`): a phase-B shard reads
+the phase-A results of the shards around it and the video's point tracks, computed once per video by an actor
+and shared through the object store.
 
-Output layout under ``out_uri``: ``masks/`` (Parquet, hive-partitioned by ``video_id``),
+A video that fails (unreadable, no frames, a segmenter or write error, an actor that keeps dying) is dropped with
+its staged outputs and recorded in ``failures.parquet``; the batch goes on. A dead actor process is restarted
+by Ray and its shards retried (:mod:`pipeline.batch.actors`), so a single crash costs no video; a writer task
+whose worker dies is retried by Ray.
+
+Output layout under ``out_uri``: ``masks/`` (Parquet, hive-partitioned by ``video_id``, a file per segment),
 ``overlays/<video_id>.mp4``, ``tracks/`` (when ``output.tracks``), ``_manifest/<video_id>.json``,
 ``failures.parquet``; while a run is on, ``_lock.json`` (its lease) and ``_staging/<run id>/`` (its in-progress
-files; see :mod:`pipeline.sinks.out_root`). A video's outputs appear only when it commits.
+files; see :mod:`pipeline.sinks.out_root`). A video's outputs appear only when it commits. Writer tasks of a
+local output root run on the driver's node (the only one that sees that folder); give a shared filesystem or an
+object-store URL to spread them over the cluster.
 """
 
 from __future__ import annotations
@@ -28,27 +36,30 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import ray
+from fsspec.implementations.local import LocalFileSystem
 from ray.actor import ActorHandle
-from ray.exceptions import AuthenticationError, RayActorError, RayTaskError
+from ray.exceptions import AuthenticationError, RayActorError, RayError, RayTaskError
 from ray.util.placement_group import remove_placement_group
 from tqdm import tqdm
 
-from pipeline.batch.actors import ShardResult, reserve_actor_slots, start_worker
+from pipeline.batch.actors import ShardStats, reserve_actor_slots, start_worker, writer_options
 from pipeline.batch.commit_key import commit_key
 from pipeline.batch.plan import Shard, plan_video
 from pipeline.batch.results import BatchResult, VideoResult, WorkerStats, describe_video
 from pipeline.batch.segmenters import PartModelFactory, SegmenterFactory
 from pipeline.batch.shared_tracks import check_tracker, needs_tracks
-from pipeline.batch.video_job import VideoJob
+from pipeline.batch.video_job import Ready, VideoJob
+from pipeline.batch.video_writer import SegmentWritten, VideoOutputs, commit_video, write_segment
 from pipeline.config import JobConfig, RuntimeConfig
 from pipeline.io.inputs import VideoInput, as_videos
 from pipeline.io.video import probe_video
-from pipeline.sinks.manifest import Failure, is_committed, manifest_path, update_failures
+from pipeline.sinks.manifest import Failure, VideoManifest, is_committed, manifest_path, update_failures
 from pipeline.sinks.out_lock import OutputLock
-from pipeline.sinks.out_root import check_writable, remove_leftovers
+from pipeline.sinks.out_root import check_writable, output_fs, remove_leftovers
 from smite_ops.errors import InputError
 
 LOCAL_PLACEMENT_S = 5.0
@@ -137,12 +148,17 @@ class _Driver:
         self.jobs: dict[str, VideoJob] = {}
         self.tracks: dict[str, ray.ObjectRef] = {}
         self.tracker_work: dict[str, ray.ObjectRef] = {}
-        self.queue: deque[tuple[Shard, ray.ObjectRef | None]] = deque()  # (shard, phase-B reference scores)
-        self.in_flight: dict[ray.ObjectRef, tuple[Shard, int]] = {}
+        self.queue: deque[tuple[Shard, Ready | None]] = deque()  # (shard, its phase-A inputs when it runs phase B)
+        self.in_flight: dict[ray.ObjectRef, Callable[[ray.ObjectRef], None]] = {}  # what to do once it is ready
+        self.running_shards = 0
         self.groups = reserve_actor_slots(config.runtime, placement_timeout_s, tqdm.write)
         self.load = [0] * len(self.groups)
         self.limit = max(config.runtime.max_shards_in_flight, len(self.groups))
         self.peak_outstanding = 0
+        local_output = isinstance(output_fs(out_uri)[0], LocalFileSystem)
+        writer = writer_options(config.runtime, self.groups, local_output, tqdm.write)
+        self.write_segment = ray.remote(write_segment).options(**writer)
+        self.commit_video = ray.remote(commit_video).options(**writer, max_retries=0)  # a commit is not repeatable
         self.bar = tqdm(total=len(videos), desc="videos", unit="video", disable=not progress)
         self.actors: list[ActorHandle] = [start_worker(factory, config, group) for group in self.groups]
         try:
@@ -179,12 +195,16 @@ class _Driver:
                 continue
             try:
                 plan = plan_video(video, probe_video(video.uri), self.config)
-                job = VideoJob(plan, self.out_uri, self.part_names, self.model_id, self.config, self.progress,
-                               self.run_id, self.commit_key)
             except Exception as error:  # one bad video never stops the batch
                 self._fail(video, error)
                 continue
-            self.jobs[video.video_id] = job
+            output = self.config.output
+            outputs = VideoOutputs(
+                self.out_uri, self.run_id, video.video_id, video.uri, plan.info, self.part_names, self.model_id,
+                (output.overlay_fps or plan.info.fps) if output.overlays else None, self.config.digest(),
+                self.commit_key, self.config.model.resolution,
+            )
+            self.jobs[video.video_id] = VideoJob(plan, outputs, self.config.guidance.enabled, self.progress)
             if needs_tracks(self.config):
                 actor = self._least_loaded()
                 tracks, work = self.actors[actor].track.options(num_returns=2).remote(plan.info, self.config)
@@ -194,35 +214,41 @@ class _Driver:
         return False
 
     def _outstanding(self) -> int:
-        return len(self.in_flight) + sum(job.held_shards for job in self.jobs.values())
+        return self.running_shards + sum(job.held_results for job in self.jobs.values())
 
     def _submit(self) -> None:
         """Submit queued shards (opening videos as needed) until the in-flight bound is reached.
 
-        With nothing in flight one shard is submitted whatever the bound: with guidance, phase-A and phase-B
-        results of overlapping windows can both be held, waiting for shards not yet submitted.
+        With nothing in flight one shard is submitted whatever the bound: the results held may all wait for it
+        (with guidance, a phase-B shard reads the phase-A results of its neighbours).
         """
         while self._outstanding() < self.limit or not self.in_flight:
             if not self.queue and not self._open_next_video():
                 return
             if not self.queue:
                 continue
-            shard, reference = self.queue.popleft()
+            shard, phase_a = self.queue.popleft()
             if shard.video_id not in self.jobs:  # its video failed meanwhile
                 continue
             actor = self._least_loaded()
-            tracks = self.tracks[shard.video_id] if reference is not None else None
-            self.in_flight[self.actors[actor].run.remote(shard, tracks, reference)] = (shard, actor)
+            run = self.actors[actor].run.options(num_returns=2)
+            if phase_a is None:
+                result, stats = run.remote(shard)
+            else:
+                result, stats = run.remote(shard, self.tracks[shard.video_id], *phase_a.inputs)
+            self.in_flight[stats] = partial(self._shard_done, shard, actor, result, phase_a)
             self.load[actor] += 1
+            self.running_shards += 1
             self.peak_outstanding = max(self.peak_outstanding, self._outstanding())
 
-    def _collect(self, ref: ray.ObjectRef) -> None:
-        """Take one finished shard: stitch and write it, commit its video when complete, or fail the video."""
-        shard, actor = self.in_flight.pop(ref)
+    def _shard_done(self, shard: Shard, actor: int, result: ray.ObjectRef, phase_a: Ready | None,
+                    stats_ref: ray.ObjectRef) -> None:
+        """A shard returned: record it, start the work it completes, or fail its video."""
         self.load[actor] -= 1
+        self.running_shards -= 1
         job = self.jobs.get(shard.video_id)
         try:
-            result: ShardResult = ray.get(ref)
+            stats: ShardStats = ray.get(stats_ref)
         except RayActorError as error:  # Ray's restarts are used up: replace the actor for the next shards
             self.actors[actor] = start_worker(self.factory, self.config, self.groups[actor])
             if job is not None:
@@ -234,20 +260,46 @@ class _Driver:
             return
         if job is None:
             return
-        try:
-            ready = job.add(result)
-            # phase B of a video goes first: it finishes videos and frees their held memory soonest
-            self.queue.extendleft((shard, ray.put(reference)) for shard, reference in reversed(ready))
-            if job.complete:
-                self._commit(job)
-        except Exception as error:  # a write error fails this video only
-            self._fail(job.plan.video, error)
+        if phase_a is not None:
+            job.finished(phase_a)
+        for work in job.add(shard, stats, result):
+            if isinstance(work.item, Shard):  # phase B goes first: it finishes videos and frees memory soonest
+                self.queue.appendleft((work.item, work))
+            else:
+                ref = self.write_segment.remote(job.outputs, work.item, *work.inputs)
+                self.in_flight[ref] = partial(self._segment_done, job.video_id, work)
 
-    def _commit(self, job: VideoJob) -> None:
-        tracks_ref, work_ref = self.tracks.pop(job.video_id, None), self.tracker_work.pop(job.video_id, None)
-        tracks = ray.get(tracks_ref) if tracks_ref is not None and self.config.output.tracks else None
-        manifest = job.commit(tracks, ray.get(work_ref) if work_ref is not None else 0)
-        del self.jobs[job.video_id]
+    def _segment_done(self, video_id: str, work: Ready, ref: ray.ObjectRef) -> None:
+        """A segment's writer task finished: record it, and commit its video once every segment is written."""
+        job = self.jobs.get(video_id)
+        try:
+            written: SegmentWritten = ray.get(ref)
+        except RayError as error:  # a write error fails this video only
+            if job is not None:
+                self._fail(job.plan.video, error)
+            return
+        if job is None:
+            return
+        job.segment_written(work, written)
+        if job.complete:
+            tracks = self.tracks.pop(video_id, None)
+            segments = tuple(job.written[index] for index in sorted(job.written))
+            ref = self.commit_video.remote(
+                job.outputs, segments, job.timings(), job.frame_forwards,
+                tracks if self.config.output.tracks else None, self.tracker_work.pop(video_id, 0),
+            )
+            self.in_flight[ref] = partial(self._committed, video_id)
+
+    def _committed(self, video_id: str, ref: ray.ObjectRef) -> None:
+        """A video's commit task finished: report the video done, or failed."""
+        job = self.jobs[video_id]
+        try:
+            manifest: VideoManifest = ray.get(ref)
+        except RayError as error:
+            self._fail(job.plan.video, error)
+            return
+        del self.jobs[video_id]
+        job.close()
         video = job.plan.video
         outputs = {**manifest.outputs, "manifest": manifest_path(self.out_uri, video.video_id)}
         self._finish(VideoResult(
@@ -260,8 +312,8 @@ class _Driver:
         try:
             self._submit()
             while self.in_flight:
-                ready, _ = ray.wait(list(self.in_flight), num_returns=1)
-                self._collect(ready[0])
+                [ready], _ = ray.wait(list(self.in_flight), num_returns=1)
+                self.in_flight.pop(ready)(ready)
                 self._submit()
         finally:
             for job in list(self.jobs.values()):

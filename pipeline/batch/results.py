@@ -59,8 +59,10 @@ class BatchResult:
         failures_path: path of ``failures.parquet``.
         seconds: wall time of the whole call, s (actor start-up included).
         workers: per shard-actor process at the end: shards done, model seconds, peak RSS (MiB).
-        peak_outstanding: the most shards outstanding at once (at most the in-flight bound without guidance;
-            with guidance one more than the shards held, when those alone reach the bound).
+        peak_outstanding: the most shards outstanding at once (running, or returned with results that some work
+            still has to read): at most the in-flight bound, or what one video needs to make progress when that is
+            more (with guidance: the phase-A results around a phase-B shard and the phase-B results its segment
+            reads).
     """
 
     out_uri: str

@@ -9,7 +9,7 @@ are summed in window order whatever order they arrived in, so the result is bit-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -36,22 +36,28 @@ class ScoreStitcher:
 
     Memory holds only frames still waiting for a window, so it is bounded by the shards in flight, not by the
     video length. Windows may be added in any order.
+
+    Args:
+        windows: every window that covers a frame of ``frames``.
+        num_frames: frames of the whole video (the blending weights depend on where it ends).
+        frames: the frames to release (default: the whole video); scores of other frames are ignored.
     """
 
-    def __init__(self, windows: list[Window], num_frames: int) -> None:
+    def __init__(self, windows: list[Window], num_frames: int, frames: range | None = None) -> None:
         self.num_frames = num_frames
+        self.frames = frames if frames is not None else range(num_frames)
         self._windows = {(w.start, w.stop) for w in windows}
         self._pending = torch.zeros(num_frames, dtype=torch.int32)
         for w in windows:
             self._pending[w.start : w.stop] += 1
-        if bool((self._pending == 0).any()):
-            raise ValueError("the windows do not cover every frame")
+        if bool((self._pending[self.frames.start : self.frames.stop] == 0).any()):
+            raise ValueError(f"the windows do not cover every frame of [{self.frames.start}, {self.frames.stop})")
         self._parts: dict[int, list[tuple[int, torch.Tensor, float]]] = {}
-        self._next = 0
+        self._next = self.frames.start
 
     @property
     def next_frame(self) -> int:
-        """The first frame not yet released (``num_frames`` once all are)."""
+        """The first frame not yet released (``frames.stop`` once all are)."""
         return self._next
 
     def add(self, window: Window, scores: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
@@ -63,11 +69,12 @@ class ScoreStitcher:
         if scores.shape[0] != window.length:
             raise ValueError(f"expected {window.length} frames of scores, got {scores.shape[0]}")
         weights = blend_weights(window, self.num_frames)
-        for offset, frame in enumerate(range(window.start, window.stop)):
+        for frame in range(max(window.start, self.frames.start), min(window.stop, self.frames.stop)):
+            offset = frame - window.start
             part = (window.start, scores[offset].float() * weights[offset], float(weights[offset]))
             self._parts.setdefault(frame, []).append(part)
             self._pending[frame] -= 1
-        while self._next < self.num_frames and self._pending[self._next] == 0:
+        while self._next < self.frames.stop and self._pending[self._next] == 0:
             frame = self._next
             parts = sorted(self._parts.pop(frame), key=lambda item: item[0])
             total = parts[0][1]
@@ -75,6 +82,25 @@ class ScoreStitcher:
                 total = total + weighted
             yield frame, total / sum(weight for _, _, weight in parts)
             self._next += 1
+
+
+def stitch_range(
+    window_scores: Iterable[tuple[Window, torch.Tensor]], num_frames: int, start: int, stop: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Blend frames ``[start, stop)`` of a video from window scores, exactly as :class:`ScoreStitcher` does.
+
+    Args:
+        window_scores: ``(window, (window.length, P, h, w) scores)`` pairs that include every window covering a
+            frame of the range; windows outside it are skipped.
+        num_frames: frames of the whole video.
+
+    Yields:
+        ``(frame_index, (P, h, w) float32)`` in increasing frame order.
+    """
+    pairs = [(window, scores) for window, scores in window_scores if window.start < stop and window.stop > start]
+    stitcher = ScoreStitcher([window for window, _ in pairs], num_frames, range(start, stop))
+    for window, scores in pairs:
+        yield from stitcher.add(window, scores)
 
 
 def native_labels(scores: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -318,8 +318,10 @@ def _frame_chunks(uri: str, frames: np.ndarray | Iterable[np.ndarray]) -> Iterat
             yield array
 
 
-def _encode(uri: str, dest: str, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int, codec: str) -> None:
-    """Encode ``frames`` into an MP4 at the local path ``dest``."""
+def _encode(
+    uri: str, dest: str, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int, codec: str, joinable: bool
+) -> None:
+    """Encode ``frames`` into an MP4 at the local path ``dest`` (without B-frames when ``joinable``)."""
     chunks = _frame_chunks(uri, frames)
     first = next(chunks, None)
     if first is None:
@@ -330,6 +332,8 @@ def _encode(uri: str, dest: str, frames: np.ndarray | Iterable[np.ndarray], fps:
         with av.open(dest, mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream(codec, rate=rate)
             _set_quality(stream, codec, crf)
+            if joinable:  # decode order = display order in every part, so joined parts keep increasing timestamps
+                stream.codec_context.max_b_frames = 0
             stream.height, stream.width = height + height % 2, width + width % 2
             stream.pix_fmt = "yuv420p"
             # tag what swscale's default RGB -> YUV conversion produces, so players do not assume BT.709
@@ -370,11 +374,14 @@ def _staging_file(uri: str, fs: fsspec.AbstractFileSystem, path: str) -> Iterato
             yield os.path.join(directory, "video.mp4")
 
 
-def write_video(uri: str, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int = 18) -> None:
+def write_video(
+    uri: str, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int = 18, joinable: bool = False
+) -> None:
     """Write RGB frames as an H.264 (yuv420p) MP4 at ``uri``, atomically.
 
     ``frames``: a (T, H, W, 3) uint8 array, or an iterable of (H, W, 3) / (t, H, W, 3) uint8 chunks
-    (consumed once, so long videos stream through). ``fps`` in frames/s; ``crf`` 0..51 (lower: better).
+    (consumed once, so long videos stream through). ``fps`` in frames/s; ``crf`` 0..51 (lower: better);
+    ``joinable``: encode without B-frames, so that :func:`concat_videos` can join the video with others.
     Odd sizes are padded to even by edge replication (see the module notes). The video is encoded to a
     temporary file and only then renamed to (local) or uploaded at (other filesystems) ``uri``, so a
     failure, including an exception raised by the ``frames`` iterable, leaves nothing at ``uri``; an
@@ -388,11 +395,48 @@ def write_video(uri: str, frames: np.ndarray | Iterable[np.ndarray], fps: float,
     fs, path = _filesystem(uri)
     codec = _available_encoder(uri)
     with _staging_file(uri, fs, path) as staging:
-        _encode(uri, staging, frames, fps, crf, codec)
+        _encode(uri, staging, frames, fps, crf, codec, joinable)
+        _store(uri, fs, staging, path)
+
+
+def concat_videos(uri: str, parts: Iterable[str]) -> None:
+    """Join MP4 files written by :func:`write_video` (``joinable=True``, one frame rate and size) into one MP4.
+
+    The packets are copied, not re-encoded (each part starts with a keyframe), so the result decodes to
+    exactly the parts' frames, in order. Atomic like :func:`write_video`.
+    """
+    fs, path = _filesystem(uri)
+    with _staging_file(uri, fs, path) as staging:
         try:
-            if isinstance(fs, LocalFileSystem):
-                os.replace(staging, path)
-            else:
-                fs.put_file(staging, path)
-        except OSError as error:
-            raise VideoError(uri, f"cannot store the written video ({_reason(error)})") from None
+            with av.open(staging, mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
+                stream: VideoStream | None = None
+                offset = 0  # where the current part starts, in the parts' time base
+                for part in parts:
+                    with _open_input(part) as (container, source):
+                        stream = stream or output.add_stream_from_template(source)
+                        end = offset
+                        for packet in container.demux(source):
+                            if packet.dts is None or packet.pts is None:  # the demuxer's end-of-stream marker
+                                continue
+                            end = max(end, offset + packet.pts + packet.duration)
+                            packet.pts += offset
+                            packet.dts += offset
+                            packet.stream = stream
+                            output.mux(packet)
+                        offset = end
+                if stream is None:
+                    raise VideoError(uri, "no parts to join")
+        except av.FFmpegError as error:
+            raise VideoError(uri, f"joining the parts failed ({_reason(error)})") from None
+        _store(uri, fs, staging, path)
+
+
+def _store(uri: str, fs: fsspec.AbstractFileSystem, staging: str, path: str) -> None:
+    """Move the finished local file ``staging`` to ``path`` (rename locally, upload elsewhere)."""
+    try:
+        if isinstance(fs, LocalFileSystem):
+            os.replace(staging, path)
+        else:
+            fs.put_file(staging, path)
+    except OSError as error:
+        raise VideoError(uri, f"cannot store the written video ({_reason(error)})") from None

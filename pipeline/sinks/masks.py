@@ -2,12 +2,14 @@
 
 Layout under the output root (local path or fsspec URL)::
 
-    masks/video_id=<id>/part-00000.parquet    hive-partitioned by video_id
+    masks/video_id=<id>/part-00000.parquet    hive-partitioned by video_id; one file per segment of
+    masks/video_id=<id>/part-00001.parquet    consecutive frames (pipeline.batch.plan.Segment), in frame order
 
 A video's partition is written in the run's staging folder (``<root>/_staging/<run_id>/``, outside ``masks/``;
-see :mod:`pipeline.sinks.out_root`) and moved into place only by :meth:`VideoMaskWriter.commit`, so readers of
-``masks/`` (``masks/*/*.parquet``, ``pyarrow.dataset``) never see half a video or an in-progress file.
-Rows are written in frame order with fixed writer settings: the same frames give byte-identical files.
+see :mod:`pipeline.sinks.out_root`), each file by its own :class:`VideoMaskWriter` (possibly on different
+machines), and moved into place only by :func:`publish_masks`, so readers of ``masks/`` (``masks/*/*.parquet``,
+``pyarrow.dataset``) never see half a video or an in-progress file. Rows are written in frame order with
+fixed writer settings: the same frames give byte-identical files.
 """
 
 from __future__ import annotations
@@ -70,26 +72,53 @@ def frame_rows(
     return columns
 
 
-class VideoMaskWriter:
-    """Streams one video's masks into its partition and commits it atomically.
+def _partition_dirs(root: str, run_id: str, video_id: str) -> tuple[str, str]:
+    """``(staging, final)`` paths of a video's mask partition (paths of ``root``'s filesystem)."""
+    _, base = fsspec.core.url_to_fs(str(root))
+    final_dir = f"{base.rstrip('/')}/masks/video_id={video_id}"
+    return staging_path(root, run_id, "masks", f"video_id={video_id}"), final_dir
 
-    Use as a context manager: leaving the block without :meth:`commit` (e.g. on an exception) removes the
-    pending files, so a failed video leaves nothing visible behind. ``run_id`` names the staging folder
-    (default: a fresh one).
+
+def publish_masks(root: str, run_id: str, video_id: str) -> str:
+    """Move a video's staged partition (every file of run ``run_id``) into ``masks/``; returns the folder.
+
+    An earlier partition of the video is replaced.
+    """
+    fs, _ = fsspec.core.url_to_fs(str(root))
+    pending_dir, final_dir = _partition_dirs(root, run_id, video_id)
+    if fs.exists(final_dir):
+        fs.rm(final_dir, recursive=True)
+    fs.mv(pending_dir, final_dir, recursive=True)
+    return final_dir
+
+
+class VideoMaskWriter:
+    """Streams masks of one video (all its frames, or one segment of them) into one file of its staged partition.
+
+    Use as a context manager: leaving the block without :meth:`close` or :meth:`commit` (e.g. on an exception)
+    removes the pending file, so a failed video leaves nothing visible behind.
+
+    Args:
+        root: the output root.
+        video_id, part_names, model_id: what the rows say.
+        frames_per_row_group: frames per Parquet row group.
+        run_id: names the staging folder (default: a fresh one).
+        part: the file's number, ``part-<part:05d>.parquet`` (files are read in this order).
     """
 
     def __init__(
         self, root: str, video_id: str, part_names: list[str], model_id: str, frames_per_row_group: int = 64,
-        run_id: str | None = None,
+        run_id: str | None = None, part: int = 0,
     ) -> None:
-        self.fs, base = fsspec.core.url_to_fs(str(root))
-        self.final_dir = f"{base.rstrip('/')}/masks/video_id={video_id}"
-        self.pending_dir = staging_path(root, run_id or uuid.uuid4().hex, "masks", f"video_id={video_id}")
+        self.fs, _ = fsspec.core.url_to_fs(str(root))
+        self.root, self.video_id, self.run_id = root, video_id, run_id or uuid.uuid4().hex
+        self.pending_dir, self.final_dir = _partition_dirs(root, self.run_id, video_id)
+        self.pending_file = f"{self.pending_dir}/part-{part:05d}.parquet"
         self.part_names = part_names
         self.model_id = model_id
         self.frames_per_row_group = frames_per_row_group
         self.fs.makedirs(self.pending_dir, exist_ok=True)
-        self._file = self.fs.open(f"{self.pending_dir}/part-00000.parquet", "wb")
+        self._file = self.fs.open(self.pending_file, "wb")
         self._writer = pq.ParquetWriter(self._file, MASK_SCHEMA, compression="zstd")
         self._batch: dict[str, list] = {name: [] for name in MASK_SCHEMA.names}
         self._frames_in_batch = 0
@@ -120,25 +149,27 @@ class VideoMaskWriter:
         self._batch = {name: [] for name in MASK_SCHEMA.names}
         self._frames_in_batch = 0
 
-    def commit(self) -> str:
-        """Finish the file and move the partition into place; returns the partition folder."""
+    def close(self) -> int:
+        """Finish the file (it stays staged until :func:`publish_masks`); returns the rows written."""
         self._flush()
         self._writer.close()
         self._file.close()
-        if self.fs.exists(self.final_dir):
-            self.fs.rm(self.final_dir, recursive=True)
-        self.fs.mv(self.pending_dir, self.final_dir, recursive=True)
-        return self.final_dir
+        return self.rows_written
+
+    def commit(self) -> str:
+        """Finish the file and move the partition into place; returns the partition folder."""
+        self.close()
+        return publish_masks(self.root, self.run_id, self.video_id)
 
     def abort(self) -> None:
-        """Drop everything written so far (also after a write error such as a full disk)."""
+        """Drop this writer's file (also after a write error such as a full disk)."""
         with suppress(OSError):  # closing flushes, which fails again on a full disk
             if self._writer.is_open:
                 self._writer.close()
         with suppress(OSError):
             self._file.close()
-        if self.fs.exists(self.pending_dir):
-            self.fs.rm(self.pending_dir, recursive=True)
+        if self.fs.exists(self.pending_file):
+            self.fs.rm(self.pending_file)
 
     def __enter__(self) -> VideoMaskWriter:
         return self
