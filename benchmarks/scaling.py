@@ -105,7 +105,9 @@ def descendants_peak_mib(name: str) -> float:
     return total
 
 
-def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float, writer_cpus: int) -> dict[str, float]:
+def run_row(
+    video: str, out: str, actors: int, nodes: int, cost_s: float, writer_cpus: int, overlays: bool
+) -> dict[str, float]:
     """One measurement in this process: a fresh cluster, one ``segment_videos`` call, the driver's costs."""
     import ray
     from ray.cluster_utils import Cluster
@@ -119,7 +121,7 @@ def run_row(video: str, out: str, actors: int, nodes: int, cost_s: float, writer
         config = load_config("tiny", [
             f"runtime.num_actors={actors}", "runtime.gpus_per_actor=1", "runtime.cpus_per_actor=1",
             "runtime.windows_per_shard=1", "segment.window=8", "segment.overlap=0", "guidance.track_weight=0",
-            f"runtime.max_shards_in_flight={2 * actors}",
+            f"runtime.max_shards_in_flight={2 * actors}", f"output.overlays={str(overlays).lower()}",
         ])
         cpu, started = time.process_time(), time.perf_counter()
         result = segment_videos([video], "", out, config, progress=False,
@@ -145,16 +147,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=2, help="cluster nodes (actors spread over them)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1080], help="video heights, pixels")
     parser.add_argument("--writer-cpus", type=int, default=1, help="logical CPUs per node for writer tasks")
+    parser.add_argument("--no-overlays", dest="overlays", action="store_false",
+                        help="masks only: the writers' cheapest work, to see the scheduling scale on few cores")
     parser.add_argument("--row", nargs=3, metavar=("VIDEO", "OUT", "ACTORS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.row:
         video, out, actors = args.row
-        print(json.dumps(run_row(video, out, int(actors), args.nodes, args.cost_ms / 1000, args.writer_cpus)))
+        row = run_row(video, out, int(actors), args.nodes, args.cost_ms / 1000, args.writer_cpus, args.overlays)
+        print(json.dumps(row))
         return
     print("command: " + " ".join([sys.executable, "-m", "benchmarks.scaling", *sys.argv[1:]]))
     print(f"\n{args.cost_ms:.0f} ms simulated segmenter cost per frame, {args.nodes} nodes, "
-          f"{args.writer_cpus} writer CPU(s) per node\n")
+          f"{args.writer_cpus} writer CPU(s) per node, overlays {'on' if args.overlays else 'off'}\n")
     print("| video | frames | actors | frames/s (span) | vs N x one actor | frames/s (call) | driver CPU ms / frame "
           "| driver peak MiB | object-store peak MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -165,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                 single = None
                 for actors in args.actors:
                     command = [sys.executable, "-m", "benchmarks.scaling", "--nodes", str(args.nodes), "--cost-ms",
-                               str(args.cost_ms), "--writer-cpus", str(args.writer_cpus), "--row", str(video),
+                               str(args.cost_ms), "--writer-cpus", str(args.writer_cpus),
+                               *([] if args.overlays else ["--no-overlays"]), "--row", str(video),
                                f"{scratch}/out-{height}-{frames}-{actors}", str(actors)]
                     done = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY)
                     if done.returncode != 0:

@@ -319,7 +319,8 @@ def _frame_chunks(uri: str, frames: np.ndarray | Iterable[np.ndarray]) -> Iterat
 
 
 def _encode(
-    uri: str, dest: str, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int, codec: str, joinable: bool
+    uri: str, dest: str, frames: np.ndarray | Iterable[np.ndarray], fps: float, crf: int, codec: str,
+    joinable: bool = False,
 ) -> None:
     """Encode ``frames`` into an MP4 at the local path ``dest`` (without B-frames when ``joinable``)."""
     chunks = _frame_chunks(uri, frames)
