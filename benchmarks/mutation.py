@@ -34,7 +34,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "learning": ["tests/test_learning.py", "tests/test_learning_oracles.py"],
     "losses": ["tests/test_losses.py", "tests/test_losses_contracts.py", "tests/test_track_energy_weights.py"],
     "voting": ["tests/test_voting.py", "tests/test_voting_contracts.py", "tests/test_track_energy_weights.py"],
-    "was": ["tests/test_was.py"],
+    "was": ["tests/test_was.py", "tests/test_was_contracts.py"],
     "lowpass": ["tests/test_lowpass.py", "tests/test_lowpass_contracts.py"],
     "attention": ["tests/test_attention.py"],
     "segmentation": ["tests/test_segmentation.py"],
