@@ -37,7 +37,9 @@ MODULE_TESTS: dict[str, list[str]] = {
     "was": ["tests/test_was.py", "tests/test_was_contracts.py"],
     "lowpass": ["tests/test_lowpass.py", "tests/test_lowpass_contracts.py"],
     "attention": ["tests/test_attention.py"],
-    "segmentation": ["tests/test_segmentation.py"],
+    "segmentation": [
+        "tests/test_segmentation.py", "tests/test_segmentation_pasteback.py", "tests/test_segmentation_contracts.py"
+    ],
 }
 KILLED = {"killed", "timeout", "caught by type check"}
 LIVE = {"survived", "no tests"}
