@@ -32,12 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULE_TESTS: dict[str, list[str]] = {
     "guidance": ["tests/test_guidance.py", "tests/test_guidance_oracles.py"],
     "learning": ["tests/test_learning.py", "tests/test_learning_oracles.py"],
-    "losses": ["tests/test_losses.py", "tests/test_track_energy_weights.py"],
+    "losses": ["tests/test_losses.py", "tests/test_losses_contracts.py", "tests/test_track_energy_weights.py"],
     "voting": ["tests/test_voting.py", "tests/test_voting_contracts.py", "tests/test_track_energy_weights.py"],
-    "was": ["tests/test_was.py"],
+    "was": ["tests/test_was.py", "tests/test_was_contracts.py"],
     "lowpass": ["tests/test_lowpass.py", "tests/test_lowpass_contracts.py"],
     "attention": ["tests/test_attention.py"],
-    "segmentation": ["tests/test_segmentation.py"],
+    "segmentation": [
+        "tests/test_segmentation.py", "tests/test_segmentation_pasteback.py", "tests/test_segmentation_contracts.py"
+    ],
 }
 KILLED = {"killed", "timeout", "caught by type check"}
 LIVE = {"survived", "no tests"}

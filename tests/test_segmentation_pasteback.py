@@ -13,7 +13,8 @@ from torch import Tensor
 from pipeline.method.backbone_source import TINY_BACKBONE
 from smite_ops.backbone import load_backbone
 from smite_ops.part_model import PartModel
-from smite_ops.segmentation import SegmentSettings, WindowSegmenter
+from smite_ops.segmentation import SegmentSettings, WindowSegmenter, resize, to_unit_range
+from smite_ops.unet_maps import MapOptions
 
 PARTS, FRAMES, SIDE, GRID = 3, 2, 64, 8  # 64 px frames at a 64 px working resolution, 8 x 8 maps
 
@@ -24,12 +25,16 @@ class StubRunner:
     def __init__(self, maps_of) -> None:
         self.maps_of = maps_of
         self.images: list[Tensor] = []
+        self.timesteps: list[int] = []
+        self.generators: list[torch.Generator | None] = []
 
     def encode(self, images: Tensor, generator: torch.Generator) -> Tensor:
         self.images.append(images)
         return images
 
     def add_noise(self, latents: Tensor, timestep: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        self.timesteps.append(timestep)
+        self.generators.append(generator)
         return latents, latents
 
     def predict(self, noisy: Tensor, timestep: int, conditioning: Tensor, num_frames: int) -> Tensor:
@@ -109,3 +114,79 @@ def test_crops_are_pasted_back_into_their_object_boxes(segmenter_of) -> None:
     expected[:, 0] = torch.where(inside, 0.0, 5.0)  # outside: background gets the crops' largest score
     expected[:, 2] = torch.where(inside, 5.0, 0.0)
     torch.testing.assert_close(scores, expected)
+
+
+@pytest.mark.parametrize(
+    ("hierarchical", "multi_crop", "passes"), [(True, False, 2), (False, True, 4), (True, True, 5)]
+)
+def test_every_pass_draws_its_timestep_in_range_from_the_seeded_generator(
+    segmenter_of, hierarchical: bool, multi_crop: bool, passes: int
+) -> None:
+    """Coarse, tile and crop passes all take their timestep from ``t_range`` (inclusive) with the window's generator.
+
+    The stub's encode draws nothing, so the timesteps are the first draws of a generator seeded with the
+    window's seed; a pass given no generator (the global one) or a range that starts at 0 draws others.
+    """
+
+    def maps_of(call: int, images: Tensor) -> Tensor:
+        maps = torch.zeros(FRAMES, PARTS, GRID, GRID)
+        maps[:, 1, 2:6, 2:6] = 1.0
+        return maps
+
+    settings = SegmentSettings(resolution=SIDE, hierarchical=hierarchical, multi_crop=multi_crop, t_range=(300, 999))
+    for seed in (0, 1, 2):
+        segmenter = segmenter_of(settings, maps_of)
+        segmenter(frames(), seed=seed)
+        generator = torch.Generator().manual_seed(seed)
+        expected = [int(torch.randint(300, 1000, (1,), generator=generator)) for _ in range(passes)]
+        assert segmenter.runner.timesteps == expected
+        first = segmenter.runner.generators[0]
+        assert isinstance(first, torch.Generator) and all(g is first for g in segmenter.runner.generators)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_tiles_average_per_frame_for_any_window_length(segmenter_of, count: int) -> None:
+    """Windows of 1 and 3 frames: the tile average is the same per frame as in the 2-frame test above."""
+
+    def maps_of(call: int, images: Tensor) -> Tensor:
+        return (10.0 * call + torch.arange(PARTS, dtype=torch.float32))[None, :, None, None].expand(
+            images.shape[0], PARTS, GRID, GRID
+        )
+
+    settings = SegmentSettings(resolution=SIDE, multi_crop=True)
+    pair = segmenter_of(settings, maps_of)(frames(), seed=0)
+    window = frames()[:1].expand(count, -1, -1, -1)
+    scores = segmenter_of(settings, maps_of)(window, seed=0)
+    assert scores.shape == (count, PARTS, GRID, GRID)
+    torch.testing.assert_close(scores, pair[:1].expand(count, -1, -1, -1))
+
+
+def test_tiles_are_the_four_corner_crops(segmenter_of) -> None:
+    """The four 56 px tiles are cut at offsets 0 and 64 - 56 = 8 (top-left, top-right, bottom-left,
+    bottom-right), each resized to the working resolution before its pass."""
+
+    def maps_of(call: int, images: Tensor) -> Tensor:
+        return torch.zeros(images.shape[0], PARTS, GRID, GRID)
+
+    segmenter = segmenter_of(SegmentSettings(resolution=SIDE, multi_crop=True), maps_of)
+    segmenter(frames(), seed=0)
+    images = to_unit_range(frames())
+    corners = [(0, 0), (0, 8), (8, 0), (8, 8)]
+    assert len(segmenter.runner.images) == len(corners)
+    for seen, (top, left) in zip(segmenter.runner.images, corners, strict=True):
+        assert torch.equal(seen, resize(images[..., top : top + 56, left : left + 56], (SIDE, SIDE)))
+
+
+def test_segmenter_defaults_to_cross_frame_attention_and_keeps_its_options() -> None:
+    """Without ``cross_frame`` the window's frames attend to each other (METHOD.md §2.2); the map options given
+    reach the runner."""
+    torch.set_num_threads(1)
+    backbone = load_backbone(str(TINY_BACKBONE))
+    model = PartModel(["background", "a", "b"], "tiny", "", SIDE, torch.zeros(77, 32), torch.zeros(2, 32), {}, {})
+    options = MapOptions(chunk_size=7)
+    default = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE), options=options)
+    assert default.runner.video.state.cross_frame is True and default.runner.options is options
+    default.runner.close()
+    single = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE), cross_frame=False)
+    assert single.runner.video.state.cross_frame is False and single.runner.options == MapOptions()
+    single.runner.close()
