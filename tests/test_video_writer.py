@@ -26,6 +26,7 @@ PARTS = ["background", "body", "wheel"]
 
 
 def _shards(num_frames: int, window: int, overlap: int, per_shard: int) -> tuple[Shard, ...]:
+    """The shards of a ``num_frames`` clip planned as the batch plans them."""
     windows = plan_windows(num_frames, window, overlap)
     return tuple(
         Shard("clip", "clip.mp4", index, tuple(group), num_frames)
@@ -51,6 +52,7 @@ def test_segments_own_every_frame_once_and_name_exactly_the_shards_that_cover_th
 
 
 def _scores(shards: tuple[Shard, ...], seed: int = 0) -> dict[int, ShardResult]:
+    """Random float16 window scores ``(T, 3, 6, 6)`` for every shard, by shard index."""
     generator = torch.Generator().manual_seed(seed)
     return {
         shard.index: ShardResult(
@@ -63,6 +65,7 @@ def _scores(shards: tuple[Shard, ...], seed: int = 0) -> dict[int, ShardResult]:
 
 
 def _whole_video(shards: tuple[Shard, ...], results: dict[int, ShardResult], frames: int) -> torch.Tensor:
+    """The oracle: every frame blended by one whole-video stitcher, ``(frames, P, h, w)``."""
     stitcher = ScoreStitcher([w for shard in shards for w in shard.windows], frames)
     blended = dict(item for result in results.values() for w, s in result.scores for item in stitcher.add(w, s))
     return torch.stack([blended[f] for f in range(frames)])
@@ -98,11 +101,13 @@ def video(tmp_path: Path) -> tuple[str, np.ndarray]:
 
 
 def _outputs(root: Path, uri: str, overlays: bool) -> VideoOutputs:
+    """Output description of the test clip under ``root`` (run ``run1``)."""
     return VideoOutputs(str(root), "run1", "clip", uri, probe_video(uri), PARTS, "model-x", 12.0 if overlays else None,
                         "digest", "key", 64)
 
 
 def _files(root: Path) -> list[str]:
+    """Every file under ``root``, relative, sorted."""
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
@@ -180,6 +185,7 @@ def test_joined_parts_decode_to_the_parts_frames_in_order(tmp_path: Path) -> Non
 
 
 def _job(shards: tuple[Shard, ...], guided: bool, root: Path) -> VideoJob:
+    """A driver-side job over ``shards`` of an 8 x 8 clip (only its plan is read)."""
     frames = shards[0].num_frames
     info = VideoInfo("clip.mp4", frames, 12.0, 8, 8, frames / 12)
     plan = VideoPlan(VideoInput("clip", "clip.mp4"), info, tuple(w for s in shards for w in s.windows), shards,
