@@ -14,7 +14,14 @@ from pipeline.batch.actors import ShardResult, ShardStats, phase_a_reference
 from pipeline.batch.plan import Shard, VideoPlan, covering_shards, plan_segments
 from pipeline.batch.stitch import ScoreStitcher, native_probabilities, stitch_range
 from pipeline.batch.video_job import VideoJob
-from pipeline.batch.video_writer import SegmentWritten, VideoOutputs, commit_video, discard_staged, write_segment
+from pipeline.batch.video_writer import (
+    SegmentWritten,
+    VideoOutputs,
+    commit_video,
+    discard_staged,
+    withdraw_outputs,
+    write_segment,
+)
 from pipeline.batch.windows import group_shards, plan_windows
 from pipeline.io.inputs import VideoInput
 from pipeline.io.video import VideoError, VideoInfo, concat_videos, probe_video, read_frames, write_video
@@ -241,4 +248,19 @@ def test_aborting_a_job_drops_its_staged_outputs(video, tmp_path: Path) -> None:
     job = VideoJob(VideoPlan(VideoInput("clip", uri), outputs.info, (), shards, plan_segments(shards)), outputs,
                    guided=False, progress=False)
     job.abort()
+    assert _files(tmp_path / "out") == []
+
+
+def test_outputs_left_without_a_manifest_are_withdrawn_and_committed_ones_kept(video, tmp_path: Path) -> None:
+    uri, _ = video
+    shards = _shards(21, 6, 2, 2)
+    results = _scores(shards)
+    outputs = _outputs(tmp_path / "out", uri, overlays=True)
+    written = tuple(write_segment(outputs, s, *(results[i] for i in s.shards)) for s in plan_segments(shards))
+    commit_video(outputs, written, {"total": 0.0, "model": 0.0}, 0)
+    committed = _files(tmp_path / "out")
+    withdraw_outputs(outputs)
+    assert _files(tmp_path / "out") == committed  # a manifest: committed, kept
+    (tmp_path / "out" / "_manifest" / "clip.json").unlink()  # as if the commit died before its manifest
+    withdraw_outputs(outputs)
     assert _files(tmp_path / "out") == []

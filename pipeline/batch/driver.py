@@ -53,7 +53,7 @@ from pipeline.batch.results import BatchResult, VideoResult, WorkerStats, descri
 from pipeline.batch.segmenters import PartModelFactory, SegmenterFactory
 from pipeline.batch.shared_tracks import check_tracker, needs_tracks
 from pipeline.batch.video_job import Ready, VideoJob
-from pipeline.batch.video_writer import SegmentWritten, VideoOutputs, commit_video, write_segment
+from pipeline.batch.video_writer import SegmentWritten, VideoOutputs, commit_video, withdraw_outputs, write_segment
 from pipeline.config import JobConfig, RuntimeConfig
 from pipeline.io.inputs import VideoInput, as_videos
 from pipeline.io.video import probe_video
@@ -296,6 +296,7 @@ class _Driver:
         try:
             manifest: VideoManifest = ray.get(ref)
         except RayError as error:
+            withdraw_outputs(job.outputs)  # the task may have died between publishing and the manifest
             self._fail(job.plan.video, error)
             return
         del self.jobs[video_id]

@@ -27,7 +27,7 @@ from pipeline.batch.actors import ShardResult
 from pipeline.batch.plan import Segment
 from pipeline.batch.stitch import native_probabilities, stitch_range
 from pipeline.io.video import VideoInfo, concat_videos, iter_frames, write_video
-from pipeline.sinks.manifest import VideoManifest, remove_manifest, write_manifest
+from pipeline.sinks.manifest import VideoManifest, read_manifest, remove_manifest, write_manifest
 from pipeline.sinks.masks import VideoMaskWriter, publish_masks
 from pipeline.sinks.out_root import staging_path
 from pipeline.sinks.overlay import overlay_labels, part_palette
@@ -189,19 +189,29 @@ def commit_video(
         )
         write_manifest(video.root, manifest)
     except BaseException:
-        _unpublish(video.root, outputs)
+        withdraw_outputs(video)
         raise
     discard_staged(video)
     return manifest
 
 
-def _unpublish(root: str, outputs: dict[str, str]) -> None:
-    """Remove published outputs of a commit that failed (best effort: the disk may still be failing)."""
-    fs, _ = fsspec.core.url_to_fs(str(root))
-    for kind, location in outputs.items():
-        path = fsspec.core.url_to_fs(location)[1] if kind == "overlay" else location
+def withdraw_outputs(video: VideoOutputs) -> None:
+    """Remove the published outputs (masks, overlay, tracks) of a video left without a manifest, best effort.
+
+    Called when a commit fails part-way, in the task (a write error) or by the driver (the task's process died):
+    its manifest was withdrawn first, so whatever is in place is uncommitted. A video whose manifest exists is
+    committed and left alone.
+    """
+    if read_manifest(video.root, video.video_id) is not None:
+        return
+    fs, base = fsspec.core.url_to_fs(str(video.root))
+    base = base.rstrip("/")
+    published = (f"{base}/masks/video_id={video.video_id}", f"{base}/tracks/video_id={video.video_id}",
+                 fsspec.core.url_to_fs(video.overlay_uri)[1])
+    for path in published:
         with suppress(OSError):
-            fs.rm(path, recursive=True)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
 
 
 def discard_staged(video: VideoOutputs) -> None:
