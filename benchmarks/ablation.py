@@ -62,7 +62,7 @@ class Row:
 
 def rows(iterations: int) -> list[Row]:
     """The ablation rows; ``iterations`` latent updates per step."""
-    reference = GuidanceSettings(iterations=iterations)
+    reference = GuidanceSettings(iterations=iterations, track_loss="hard")  # weights set per row
     paper = replace(reference, lowpass="spatiotemporal", dct_span="window", track_loss="soft")
     table = [Row("no guidance", None)]
     for variant, base in (("reference", reference), ("paper", paper)):
@@ -160,7 +160,8 @@ def main() -> None:
         backbone = load_job_backbone(config.model, config.runtime)
         part_model = load_part_model(str(model_dir), expect_base_hash=backbone.content_hash)
         parts = part_model.part_names
-        segmenter = WindowSegmenter(backbone, part_model, SegmentSettings(resolution=part_model.resolution))
+        settings = SegmentSettings(resolution=part_model.resolution, hierarchical=False)
+        segmenter = WindowSegmenter(backbone, part_model, settings)
         spacing = max(1, args.size * 8 // part_model.resolution)  # one point per map cell, as the reference
         cases = load_cases(dataset, len(parts), spacing)
         print(f"{dataset.name}: {len(cases)} video(s), {len(parts)} classes, model at {part_model.resolution} px")

@@ -194,7 +194,8 @@ def run_kind(kind: str, args: argparse.Namespace, rows: list[Candidate]) -> list
     backbone = load_job_backbone(config.model, config.runtime)
     part_model = load_part_model(str(model_dir), expect_base_hash=backbone.content_hash)
     classes = len(part_model.part_names)
-    segmenter = WindowSegmenter(backbone, part_model, SegmentSettings(resolution=part_model.resolution))
+    settings = SegmentSettings(resolution=part_model.resolution, hierarchical=False)
+    segmenter = WindowSegmenter(backbone, part_model, settings)
     spacing = max(1, args.size * 8 // part_model.resolution)  # one point per map cell, as the reference
     cases = [Case(video, spacing) for video in load_cases(dataset, classes, spacing)[: args.videos]]
     cache: dict[tuple[int, int], PhaseA] = {}

@@ -81,7 +81,7 @@ def measure(model: str, frames: int) -> dict[str, float]:
         base_hash=backbone.content_hash, resolution=resolution, conditioning=conditioning,
         tokens=conditioning[1:NUM_PARTS].clone(),
     )
-    segmenter = WindowSegmenter(backbone, part_model, SegmentSettings(resolution=resolution))
+    segmenter = WindowSegmenter(backbone, part_model, SegmentSettings(resolution=resolution, hierarchical=False))
     window = torch.randint(0, 256, (frames, 3, resolution, resolution), dtype=torch.uint8)
     before = _memory_kib("VmRSS")
     started = time.perf_counter()

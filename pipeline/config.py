@@ -1,7 +1,10 @@
 """Job configuration: pydantic models loaded from YAML, with `--set a.b=value` overrides.
 
-The model defaults are the production defaults of METHOD.md (SD 2.1-base, the reference's windows, learning and
-guidance knobs); `configs/smite.yaml` spells them out and a test keeps the two equal. Presets (`car.yaml`,
+The method's settings are declared once, in ``smite_ops`` (:mod:`smite_ops.settings`): the ``train``, ``segment``
+and ``guidance`` sections are pydantic dataclasses that inherit them and add only what the job needs (epochs,
+windows, seeds, the guidance mode); the other sections are the job's own. The defaults are the production defaults
+of METHOD.md (SD 2.1-base, the reference's windows, learning and guidance knobs); `configs/smite.yaml` spells them
+out and a test keeps the two equal. Presets (`car.yaml`,
 `horse.yaml`, `face.yaml`, `tiny.yaml`) hold only what differs. Every error names the file and the key.
 
 Values from YAML are checked strictly: no coercion between types (``true`` is not an integer, ``1`` is not a
@@ -11,26 +14,31 @@ boolean, ``2.0`` is not an integer), and every float must be finite.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.dataclasses import dataclass
+from pydantic_core import ArgsKwargs
 
 from smite_ops.errors import InputError
+from smite_ops.guidance import GuidanceSettings
+from smite_ops.learning import LearnOptions
+from smite_ops.losses import LossOptions
+from smite_ops.segmentation import SegmentOptions
+from smite_ops.settings import (
+    SETTINGS_CONFIG,
+    Epochs,
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(gt=0, le=1)]
-Timestep = Annotated[int, Field(ge=0, le=999)]
-MAX_EPOCHS = 1_000_000
-Epochs = Annotated[int, Field(gt=0, le=MAX_EPOCHS)]
-EpochIndex = Annotated[int, Field(ge=0, le=MAX_EPOCHS)]
 
 
 class ConfigError(InputError):
@@ -39,21 +47,6 @@ class ConfigError(InputError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _ordered(value: tuple[int, int]) -> tuple[int, int]:
-    if value[0] > value[1]:
-        raise ValueError(f"must be [low, high] with low <= high, got {list(value)}")
-    return value
-
-
-TimestepRange = Annotated[tuple[Timestep, Timestep], AfterValidator(_ordered)]
-
-
-def _decreasing(value: list[int]) -> list[int]:
-    if any(a <= b for a, b in itertools.pairwise(value)):
-        raise ValueError(f"must be strictly decreasing, got {value}")
-    return value
 
 
 class ModelConfig(_Section):
@@ -74,37 +67,19 @@ class ModelConfig(_Section):
         return value
 
 
-class TrainConfig(_Section):
-    """Learning from reference images (METHOD.md §3)."""
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class TrainConfig(LossOptions, LearnOptions):
+    """Learning from reference images (METHOD.md §3): the method's :class:`LearnOptions` and :class:`LossOptions`,
+    and how the job feeds them."""
 
     epochs: Epochs = 300
-    token_epochs: EpochIndex = Field(51, description="stage 1: epochs that train only the token vectors")
-    stage2: Literal["tokens_frozen", "joint"] = Field(
-        "tokens_frozen", description="tokens_frozen: the reference; joint: tokens and K/V together (paper)"
-    )
-    trainable: Literal["crossattn_kv", "crossattn", "crossattn_kv+selfattn_qk", "text_embeds"] = Field(
-        "crossattn_kv", description="UNet weights trained in stage 2 besides the tokens (see smite_ops.learning)"
-    )
-    token_lr: Annotated[float, Field(gt=0)] = 0.1
-    unet_lr: Annotated[float, Field(gt=0)] = 1e-6
-    t_range: TimestepRange = (5, 100)
-    guidance_scale: Annotated[float, Field(ge=1)] = 100.0
-    coef_sd: NonNegativeFloat = 0.005
-    coef_freq: NonNegativeFloat = 0.001
-    freq_from_epoch: EpochIndex = 6
-    loss_scale: Annotated[float, Field(gt=0)] = Field(
-        0.01, description="the loss is multiplied by this before backward (official 0.01: with Adam, a larger eps)"
-    )
-    freq_low_band: Literal["radial", "official"] = Field(
-        "radial", description="frequency loss low band: a radial low-pass, or the official all-pass mask (a bug)"
-    )
-    min_crop_ratio: Fraction = 0.8
-    flip: bool = True
-    validation_t_range: TimestepRange = (95, 105)
+    min_crop_ratio: Fraction = Field(0.8, description="augmentation: smallest random crop, fraction of the side")
+    flip: bool = Field(True, description="augmentation: random horizontal flips")
     seed: int = 777
 
 
-class _Windowed(_Section):
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class _Windowed:
     """A section that splits videos into windows of ``window`` frames overlapping by ``overlap``."""
 
     window: PositiveInt
@@ -117,33 +92,30 @@ class _Windowed(_Section):
         return self
 
 
-class SegmentConfig(_Windowed):
-    """Unguided window segmentation (METHOD.md §4.1-4.3, 4.6, 4.7)."""
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class SegmentConfig(SegmentOptions, _Windowed):
+    """Unguided window segmentation (METHOD.md §4.1-4.3, 4.6, 4.7): the method's :class:`SegmentOptions`, the
+    windows, and the job's frame sizes and seed."""
 
     window: PositiveInt = 18
     overlap: NonNegativeInt = 0
-    t_range: TimestepRange = (95, 104)
-    hierarchical: bool = Field(True, description="coarse-to-fine crop mode (METHOD.md §4.6)")
     max_side: PositiveInt = Field(812, description="hierarchical mode: longest side of native frames, in pixels")
-    crop_expand: NonNegativeFloat = Field(0.04, description="object box expansion per side, fraction of box size")
-    multi_crop: bool = Field(False, description="tiled 4-crop mode (the reference's face mode, METHOD.md §4.7)")
     seed: int = 777
-    pooled_group_norm: bool = Field(
-        True, description="group norms pool over the frames of a pass, as the official inflated UNet (§2.2)"
-    )
 
 
 GUIDANCE_MODE_PRESETS: dict[str, dict[str, Any]] = {
-    "filter": {"overlap": 0, "timesteps": [104, 103, 102, 101], "iterations": 15},
-    "fast": {"overlap": 0, "timesteps": [104, 103], "iterations": 3},
-    "full": {"overlap": 8, "timesteps": [104, 103, 102, 101], "iterations": 15},
+    "filter": {"overlap": 0, "timesteps": (104, 103, 102, 101), "iterations": 15},
+    "fast": {"overlap": 0, "timesteps": (104, 103), "iterations": 3},
+    "full": {"overlap": 8, "timesteps": (104, 103, 102, 101), "iterations": 15},
 }
 """Values of ``overlap``, ``timesteps`` and ``iterations`` that each ``guidance.mode`` takes when they are unset or
 null (``full``: the guidance shipped before issue 16; ``filter`` runs no latent update, so only its overlap matters)."""
 
 
-class GuidanceConfig(_Windowed):
-    """Spatio-temporal latent guidance (METHOD.md §4.4, §5-7); off when both weights are 0 (the reference's default).
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class GuidanceConfig(GuidanceSettings, _Windowed):
+    """Spatio-temporal latent guidance (METHOD.md §4.4, §5-7): the method's :class:`GuidanceSettings`, the windows
+    and the phase-B mode; off when both weights are 0 (the reference's default).
 
     ``mode`` picks the phase-B refinement (``smite_ops.temporal``): ``full`` (default) = the reference's guided loop
     (tracking term only, soft KL loss: the best row of ``benchmarks/ablation.py``); ``fast`` = the zero-UNet
@@ -152,49 +124,23 @@ class GuidanceConfig(_Windowed):
     (:data:`GUIDANCE_MODE_PRESETS`); ``benchmarks/temporal_frontier.py`` measures the modes (README).
     """
 
-    mode: Literal["filter", "fast", "full"] = Field("full", description="phase-B refinement (smite_ops.temporal)")
-    filter_radius: NonNegativeInt = Field(0, description="track-vote filter: spread of each correction, in map cells")
-    track_weight: NonNegativeFloat = 0.1
-    reg_weight: NonNegativeFloat = 0.0
     window: PositiveInt = 16
     overlap: NonNegativeInt = 8
-    timesteps: Annotated[list[Timestep], AfterValidator(_decreasing)] = Field(
-        default_factory=lambda: [104, 103, 102, 101], min_length=1
-    )
-    iterations: PositiveInt = 15
-    step_scale: Annotated[float, Field(gt=0)] = 10.0
-    # a two-item list, not a tuple: the mode-preset validator hands Python data to strict validation, where
-    # only a list accepts YAML's sequences
-    betas: Annotated[list[Fraction], Field(min_length=2, max_length=2)] = Field(default_factory=lambda: [0.9, 0.999])
-    eps: Annotated[float, Field(gt=0)] = 1e-5
-    slice_frames: PositiveInt = 4
-    voting_window: PositiveInt = 15
-    dct_threshold: Fraction = 0.4
-    first_step_threshold: Fraction = 0.999
-    lowpass: Literal["spatial", "spatiotemporal"] = Field(
-        "spatial", description="spatial: the reference's filter; spatiotemporal: the paper's 3D low-pass"
-    )
-    temporal_threshold: Fraction | None = Field(None, description="frame-axis cutoff (None: dct_threshold)")
-    dct_span: Literal["slice", "window"] = Field("slice", description="DCT over each optimised slice or whole window")
-    track_loss: Literal["hard", "soft"] = Field(
-        "soft", description="hard: CE against voted labels (reference); soft: KL against the voted vectors"
-    )
-    track_projection: Literal["official", "pixel_centre"] = Field(
-        "official", description="track pixel -> map cell: official round(x/8-0.5) or floor((x+0.5)/8)"
-    )
-    gradient_checkpointing: bool = False
+    mode: Literal["filter", "fast", "full"] = Field("full", description="phase-B refinement (smite_ops.temporal)")
+    filter_radius: NonNegativeInt = Field(0, description="track-vote filter: spread of each correction, in map cells")
 
     @model_validator(mode="before")
     @classmethod
     def _mode_presets(cls, data: Any) -> Any:
+        """Fill the unset values of the mode's preset. Lists become tuples: after a before-validator strict
+        validation runs on Python data, where only a tuple fills a tuple field."""
+        if isinstance(data, ArgsKwargs) and not data.args:
+            return ArgsKwargs((), cls._mode_presets(data.kwargs or {}))
         if not isinstance(data, dict):
             return data
         preset = GUIDANCE_MODE_PRESETS.get(data.get("mode") or "full", {})
-        return {**data, **{key: value for key, value in preset.items() if data.get(key) is None}}
-
-    @property
-    def enabled(self) -> bool:
-        return self.track_weight > 0 or self.reg_weight > 0
+        filled = {**data, **{key: value for key, value in preset.items() if data.get(key) is None}}
+        return {key: tuple(value) if isinstance(value, list) else value for key, value in filled.items()}
 
 
 class TrackerConfig(_Section):
@@ -233,7 +179,7 @@ class RuntimeConfig(_Section):
         4, description="shards running or with results still to be read; a guided video may need a few more"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    placement_timeout_s: Annotated[float, Field(gt=0)] = Field(
+    placement_timeout_s: PositiveFloat = Field(
         60.0, description="how long to wait for Ray to place the shard actors (e.g. GPU nodes scaling up), s"
     )
     runtime_env: dict[str, Any] | None = Field(
@@ -246,7 +192,7 @@ class OutputConfig(_Section):
 
     overlays: bool = True
     tracks: bool = False
-    overlay_fps: Annotated[float, Field(gt=0)] | None = Field(None, description="None: the source video's fps")
+    overlay_fps: PositiveFloat | None = Field(None, description="None: the source video's fps")
 
 
 class JobConfig(_Section):
@@ -310,10 +256,15 @@ def _apply_override(data: dict[str, Any], keys: list[str], value: Any, source: s
     node[keys[-1]] = value
 
 
+RENAMED_KEYS = {"train.freq_low_band": "renamed: train.freq_reference_quirk (true for 'official', false for 'radial')"}
+"""Keys of earlier versions, with what replaces them (the error a config file that still uses one gets)."""
+
+
 def _format_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
     key = ".".join(str(part) for part in first["loc"]) or "(top level)"
-    message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+    unknown = first["type"] in ("extra_forbidden", "unexpected_keyword_argument")
+    message = RENAMED_KEYS.get(key, "unknown key") if unknown else first["msg"]
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{source}: {key}: {message}{more}"
 

@@ -7,7 +7,9 @@ The entry points, imported on first use (``from smite_ops import load_backbone``
     segmenter = WindowSegmenter(backbone, part_model, SegmentSettings())
     scores = segmenter(frames, seed=0)   # (T, 3, H, W) uint8 frames -> (T, P, S, S) class scores
 
-Every error a caller's input can cause is an :class:`InputError` (a ``ValueError``).
+Every error a caller's input can cause is an :class:`InputError` (a ``ValueError``), except an out-of-bounds
+setting, which the settings classes (:mod:`smite_ops.settings`) refuse with pydantic's ``ValidationError``
+(also a ``ValueError``) when they are built.
 """
 
 from smite_ops.lazy import lazy_exports
@@ -17,9 +19,12 @@ __all__ = [
     "GuidanceSettings",
     "GuidedSegmenter",
     "InputError",
+    "LearnOptions",
     "LearnSettings",
+    "LossOptions",
     "PartLearner",
     "PartModel",
+    "SegmentOptions",
     "SegmentSettings",
     "TemporalRefiner",
     "WindowSegmenter",
@@ -34,9 +39,12 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "PartModel": "smite_ops.part_model",
     "load_part_model": "smite_ops.part_model",
     "save_part_model": "smite_ops.part_model",
+    "SegmentOptions": "smite_ops.segmentation",
     "SegmentSettings": "smite_ops.segmentation",
     "WindowSegmenter": "smite_ops.segmentation",
+    "LearnOptions": "smite_ops.learning",
     "LearnSettings": "smite_ops.learning",
+    "LossOptions": "smite_ops.losses",
     "PartLearner": "smite_ops.learning",
     "GuidanceSettings": "smite_ops.guidance",
     "GuidedSegmenter": "smite_ops.guidance",

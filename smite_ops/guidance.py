@@ -27,14 +27,22 @@ Deliberate differences from the reference, all documented at their setting:
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from pydantic.dataclasses import dataclass
 from torch import Tensor
 
 from smite_ops.lowpass import LowpassMode, lowpass_energy, lowpass_mask
 from smite_ops.segmentation import WindowSegmenter, resize, resize_scores, to_unit_range
+from smite_ops.settings import (
+    SETTINGS_CONFIG,
+    DecreasingTimesteps,
+    Fraction,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+)
 from smite_ops.tracking.base import Tracks
 from smite_ops.unet_maps import MapRunner
 from smite_ops.voting import GridRounding, TrackLoss, project_to_grid, track_energy, vote
@@ -44,9 +52,12 @@ class GuidanceError(ValueError):
     """Guidance inputs that do not fit together (frames, tracks, reference maps, settings)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
 class GuidanceSettings:
-    """Spatio-temporal guidance (defaults: the reference's values, METHOD.md §7, §9; guidance off).
+    """Spatio-temporal guidance (METHOD.md §7, §9): the defaults are the product's (tracking term on, soft loss).
+
+    The reference ships both weights at 0 (guidance off) and ``track_loss="hard"``; ``benchmarks/ablation.py``
+    measures the difference. Validated on construction (``ValidationError``, a ``ValueError``).
 
     Attributes:
         track_weight: lambda_T of E_Track (reference 0; its documentation suggests 0.1).
@@ -69,32 +80,23 @@ class GuidanceSettings:
         gradient_checkpointing: recompute UNet activations in backward (less memory, about one more forward).
     """
 
-    track_weight: float = 0.0
-    reg_weight: float = 0.0
-    timesteps: tuple[int, ...] = (104, 103, 102, 101)
-    iterations: int = 15
-    step_scale: float = 10.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-5
-    slice_frames: int = 4
-    voting_window: int = 15
-    dct_threshold: float = 0.4
-    first_step_threshold: float = 0.999
-    temporal_threshold: float | None = None
+    track_weight: NonNegativeFloat = 0.1
+    reg_weight: NonNegativeFloat = 0.0
+    timesteps: DecreasingTimesteps = (104, 103, 102, 101)
+    iterations: PositiveInt = 15
+    step_scale: PositiveFloat = 10.0
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    eps: PositiveFloat = 1e-5
+    slice_frames: PositiveInt = 4
+    voting_window: PositiveInt = 15
+    dct_threshold: Fraction = 0.4
+    first_step_threshold: Fraction = 0.999
+    temporal_threshold: Fraction | None = None
     lowpass: LowpassMode = "spatial"
     dct_span: Literal["slice", "window"] = "slice"
-    track_loss: TrackLoss = "hard"
+    track_loss: TrackLoss = "soft"
     track_projection: GridRounding = "official"
     gradient_checkpointing: bool = False
-
-    def __post_init__(self) -> None:
-        steps = self.timesteps
-        if not steps or any(a <= b for a, b in itertools.pairwise(steps)) or min(steps) < 0:
-            raise GuidanceError(f"timesteps must be non-empty, non-negative and decreasing, got {list(steps)}")
-        if self.track_weight < 0 or self.reg_weight < 0:
-            raise GuidanceError(f"weights must be >= 0, got track {self.track_weight}, reg {self.reg_weight}")
-        if min(self.iterations, self.slice_frames, self.voting_window) < 1:
-            raise GuidanceError("iterations, slice_frames and voting_window must be >= 1")
 
     @property
     def enabled(self) -> bool:

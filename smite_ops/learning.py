@@ -9,11 +9,12 @@ reference's no-op update at stage-2 epochs divisible by 10 is not reproduced.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 from torch import Tensor, nn
 
 from smite_ops.backbone import Backbone
@@ -22,6 +23,7 @@ from smite_ops.losses import LossTerms, SmiteLoss
 from smite_ops.metrics import miou
 from smite_ops.part_model import PartModel
 from smite_ops.segmentation import resize
+from smite_ops.settings import SETTINGS_CONFIG, EpochIndex, PositiveFloat, PositiveInt, TimestepRange
 from smite_ops.unet_maps import MapOptions, MapRunner
 
 Trainable = Literal["crossattn_kv", "crossattn", "crossattn_kv+selfattn_qk", "text_embeds"]
@@ -33,24 +35,40 @@ _TRAINED_SUFFIXES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class LearnSettings:
-    """Hyper-parameters of learning (defaults: the reference's shipped values, METHOD.md §3, §9)."""
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class LearnOptions:
+    """The tunables of learning (defaults: the reference's shipped values, METHOD.md §3, §9).
 
-    token_epochs: int = 51
+    Attributes:
+        token_epochs: stage 1, the epochs that train only the part tokens.
+        stage2: ``tokens_frozen`` (the reference: stage 2 trains the UNet weights alone) or ``joint`` (the paper).
+        trainable: the UNet weights stage 2 trains besides the tokens (:func:`trainable_unet_parameters`).
+        token_lr, unet_lr: Adam learning rates of the tokens and of the UNet weights.
+        t_range: inclusive range of the training timestep, drawn per sample.
+        guidance_scale: classifier-free guidance scale of the training forward (1: no unconditional branch).
+        validation_t_range: inclusive range of the validation timestep.
+        loss_scale: factor on the loss before backward, as the reference's ``backward_and_optimize(scale=0.01)``.
+            With Adam it only divides epsilon by itself (1e-8 / 0.01 = 1e-6 on the unscaled gradient): entries
+            whose gradient is below ~1e-6 move less than ``lr`` in a step.
+    """
+
+    token_epochs: EpochIndex = 51
     stage2: Literal["tokens_frozen", "joint"] = "tokens_frozen"
     trainable: Trainable = "crossattn_kv"
-    token_lr: float = 0.1
-    unet_lr: float = 1e-6
-    t_range: tuple[int, int] = (5, 100)
-    guidance_scale: float = 100.0
-    validation_t_range: tuple[int, int] = (95, 105)
-    resolution: int = 512
-    loss: SmiteLoss = field(default_factory=SmiteLoss)
-    loss_scale: float = 0.01
-    """Factor on the loss before backward, as the reference's ``backward_and_optimize(scale=0.01)``. With Adam
-    it only divides epsilon by itself (1e-8 / 0.01 = 1e-6 on the unscaled gradient): entries whose gradient is
-    below ~1e-6 move less than ``lr`` in a step."""
+    token_lr: PositiveFloat = 0.1
+    unet_lr: PositiveFloat = 1e-6
+    t_range: TimestepRange = (5, 100)
+    guidance_scale: Annotated[float, Field(ge=1)] = 100.0
+    validation_t_range: TimestepRange = (95, 105)
+    loss_scale: PositiveFloat = 0.01
+
+
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class LearnSettings(LearnOptions):
+    """:class:`LearnOptions`, the working resolution in pixels and the loss."""
+
+    resolution: PositiveInt = 512
+    loss: SmiteLoss = Field(default_factory=SmiteLoss)
 
 
 def trainable_unet_parameters(unet: nn.Module, trainable: Trainable) -> dict[str, nn.Parameter]:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pydantic
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from smite_ops.settings import SETTINGS_CONFIG, EpochIndex, Fraction, NonNegativeFloat, PositiveFloat
 from smite_ops.was import MapShapeError
 
 
@@ -213,21 +215,31 @@ class LossTerms:
     total: Tensor
 
 
-@dataclass(frozen=True)
-class SmiteLoss:
-    """Total training loss ``L1 + L2 + coef_sd * L_sd + coef_freq * L_freq * [epoch >= freq_from_epoch]``.
+@pydantic.dataclasses.dataclass(frozen=True, config=SETTINGS_CONFIG)
+class LossOptions:
+    """The training loss's tunables (defaults: the shipped method's, §3.3, §9).
 
-    Defaults are the shipped method's (§3.3, §9). Frequency-loss options are passed to
-    :func:`frequency_loss`.
+    Attributes:
+        coef_sd: weight of the denoising loss ``L_sd``.
+        coef_freq: weight of the frequency loss ``L_freq``.
+        freq_from_epoch: first epoch (0-based) with the frequency term.
+        freq_low_cutoff, freq_high_inner_fraction, freq_high_weight, freq_reference_quirk: the
+            ``low_cutoff``, ``high_inner_fraction``, ``high_weight`` and ``reference_quirk`` of
+            :func:`frequency_loss` (the quirk: the reference's all-pass low band and complex masking).
     """
 
-    coef_sd: float = 0.005
-    coef_freq: float = 0.001
-    freq_from_epoch: int = 6
-    freq_low_cutoff: float = 0.25
-    freq_high_inner_fraction: float = 60 / 64
-    freq_high_weight: float = 10.0
+    coef_sd: NonNegativeFloat = 0.005
+    coef_freq: NonNegativeFloat = 0.001
+    freq_from_epoch: EpochIndex = 6
+    freq_low_cutoff: PositiveFloat = 0.25
+    freq_high_inner_fraction: Fraction = 60 / 64
+    freq_high_weight: NonNegativeFloat = 10.0
     freq_reference_quirk: bool = False
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=SETTINGS_CONFIG)
+class SmiteLoss(LossOptions):
+    """Total training loss ``L1 + L2 + coef_sd * L_sd + coef_freq * L_freq * [epoch >= freq_from_epoch]``."""
 
     def __call__(
         self,

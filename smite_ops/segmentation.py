@@ -11,41 +11,53 @@ interpolation instead of PIL's Lanczos.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+from pydantic.dataclasses import dataclass
 from torch import Tensor
 
 from smite_ops.backbone import Backbone
 from smite_ops.part_model import PartModel
+from smite_ops.settings import SETTINGS_CONFIG, NonNegativeFloat, PositiveInt, TimestepRange
 from smite_ops.unet_maps import MapOptions, MapRunner
 
 TILE_FRACTION = 450 / 512
 """Side of each of the four tiles of the multi-crop mode, as a fraction of the frame (METHOD.md §4.7)."""
 
 
-@dataclass(frozen=True)
-class SegmentSettings:
-    """Attributes:
-    resolution: working resolution in pixels (frames and crops are resized to it).
-    t_range: inclusive range of the single timestep, drawn per window and per pass.
-    hierarchical: coarse pass, then a pass on per-frame object crops pasted back (§4.6).
-    crop_expand: object box expansion per side, as a fraction of the box size.
-    multi_crop: run four overlapping tiles per frame and average them (§4.7).
-    output_size: side of the returned score grid; None = the attention map size (twice that in
-        hierarchical mode, where crops carry finer detail than one full-frame map).
-    pooled_group_norm: resnet and output group norms take their statistics over all frames of a pass, as
-        the official inflated UNet (METHOD.md §2.2); False normalises each frame alone.
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class SegmentOptions:
+    """The tunables of window segmentation (defaults: the reference's shipped scripts, METHOD.md §9).
+
+    Attributes:
+        t_range: inclusive range of the single timestep, drawn per window and per pass.
+        hierarchical: coarse pass, then a pass on per-frame object crops pasted back (§4.6; on in the shipped
+            scripts, off in the reference's argparse).
+        crop_expand: object box expansion per side, as a fraction of the box size.
+        multi_crop: run four overlapping tiles per frame and average them (§4.7).
+        pooled_group_norm: resnet and output group norms take their statistics over all frames of a pass, as
+            the official inflated UNet (METHOD.md §2.2); False normalises each frame alone.
     """
 
-    resolution: int = 512
-    t_range: tuple[int, int] = (95, 104)
-    hierarchical: bool = False
-    crop_expand: float = 0.04
+    t_range: TimestepRange = (95, 104)
+    hierarchical: bool = True
+    crop_expand: NonNegativeFloat = 0.04
     multi_crop: bool = False
-    output_size: int | None = None
     pooled_group_norm: bool = True
+
+
+@dataclass(frozen=True, config=SETTINGS_CONFIG)
+class SegmentSettings(SegmentOptions):
+    """:class:`SegmentOptions` and the working geometry.
+
+    Attributes:
+        resolution: working resolution in pixels (frames and crops are resized to it).
+        output_size: side of the returned score grid; None = the attention map size (twice that in
+            hierarchical mode, where crops carry finer detail than one full-frame map).
+    """
+
+    resolution: PositiveInt = 512
+    output_size: PositiveInt | None = None
 
 
 def to_unit_range(frames: Tensor) -> Tensor:

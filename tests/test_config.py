@@ -1,11 +1,19 @@
 """Job configuration: defaults, presets, overrides and error messages."""
 
+import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.config import CONFIG_DIR, ConfigError, JobConfig, load_config, resolve_config
+from pipeline.config import (
+    CONFIG_DIR, ConfigError, GuidanceConfig, JobConfig, SegmentConfig, TrainConfig, load_config, resolve_config,
+)
+from smite_ops.guidance import GuidanceSettings
+from smite_ops.learning import LearnOptions
+from smite_ops.losses import LossOptions
+from smite_ops.segmentation import SegmentOptions
 
 
 def test_smite_yaml_spells_out_exactly_the_defaults() -> None:
@@ -20,9 +28,9 @@ def test_production_defaults_match_method() -> None:
     assert cfg.model.base == "stabilityai/stable-diffusion-2-1-base"
     assert (cfg.segment.window, cfg.segment.overlap) == (18, 0)
     assert (cfg.guidance.mode, cfg.guidance.window, cfg.guidance.overlap) == ("full", 16, 8)
-    assert (cfg.guidance.timesteps, cfg.guidance.iterations) == ([104, 103, 102, 101], 15)
+    assert (cfg.guidance.timesteps, cfg.guidance.iterations) == ((104, 103, 102, 101), 15)
     fast = load_config(None, ["guidance.mode=fast"]).guidance  # the mode's preset fills what is not set
-    assert (fast.overlap, fast.timesteps, fast.iterations) == (0, [104, 103], 3)
+    assert (fast.overlap, fast.timesteps, fast.iterations) == (0, (104, 103), 3)
     assert load_config(None, ["guidance.mode=fast", "guidance.iterations=5"]).guidance.iterations == 5
     assert cfg.train.t_range == (5, 100) and cfg.segment.t_range == (95, 104)
     assert cfg.guidance.enabled and (cfg.guidance.track_weight, cfg.guidance.reg_weight) == (0.1, 0.0)
@@ -144,8 +152,37 @@ def test_a_resolved_config_passes_through_and_refuses_overrides() -> None:
         resolve_config(job, ["train.epochs=4"])
 
 
-def test_frequency_low_band_reaches_the_loss() -> None:
+def test_loss_options_reach_the_loss() -> None:
     from pipeline.method.settings import learn_settings
 
     assert not learn_settings(load_config("smite")).loss.freq_reference_quirk
-    assert learn_settings(load_config("smite", ["train.freq_low_band=official"])).loss.freq_reference_quirk
+    loss = learn_settings(load_config("smite", ["train.freq_reference_quirk=true", "train.freq_high_weight=2.5"])).loss
+    assert loss.freq_reference_quirk and loss.freq_high_weight == 2.5
+    with pytest.raises(ConfigError, match=r"train\.freq_low_band: renamed: train\.freq_reference_quirk"):
+        load_config("smite", ["train.freq_low_band=official"])
+
+
+@pytest.mark.parametrize(
+    ("section", "method"),
+    [(TrainConfig, LearnOptions), (TrainConfig, LossOptions), (SegmentConfig, SegmentOptions),
+     (GuidanceConfig, GuidanceSettings)],
+)
+def test_method_settings_are_declared_once(section: type, method: type) -> None:
+    """A job section inherits the method's settings and restates none of them (one default, one set of bounds)."""
+    assert issubclass(section, method)
+    restated = set(section.__dict__.get("__annotations__", {})) & {f.name for f in fields(method)}
+    assert not restated, f"{section.__name__} restates {sorted(restated)} of {method.__name__}"
+    defaults = {f.name: f.default for f in fields(method)}
+    assert {f.name: f.default for f in fields(section) if f.name in defaults} == defaults
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [("guidance.timesteps=[101, 104]", "guidance.timesteps: Value error, must be strictly decreasing"),
+     ("train.guidance_scale=0.5", "train.guidance_scale: Input should be greater than or equal to 1"),
+     ("segment.crop_expand=-0.1", "segment.crop_expand: Input should be greater than or equal to 0"),
+     ("train.freq_high_inner_fraction=1.5", "train.freq_high_inner_fraction: Input should be less than or equal")],
+)
+def test_the_method_refuses_a_value_when_the_config_loads(override: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"defaults with --set {override}: {problem}")):
+        load_config(None, [override])

@@ -136,11 +136,11 @@ def test_ddim_step_recovers_the_clean_latent_at_t_zero_noise() -> None:
 
 
 def test_settings_cost_and_validation() -> None:
-    assert GuidanceSettings().frame_forwards(16) == 5 * 16  # off: S_ref pass + 4 denoising passes
+    assert GuidanceSettings(track_weight=0.0).frame_forwards(16) == 5 * 16  # off: S_ref pass + 4 denoising passes
     assert GuidanceSettings(reg_weight=8.0).frame_forwards(16) == (5 + 3 * 15 * 3) * 16
-    with pytest.raises(GuidanceError, match="decreasing"):
+    with pytest.raises(ValueError, match="decreasing"):
         GuidanceSettings(timesteps=(101, 104))
-    with pytest.raises(GuidanceError, match=">= 0"):
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
         GuidanceSettings(track_weight=-1.0)
 
 
@@ -152,7 +152,8 @@ def test_mismatched_tracks_are_rejected(runner: MapRunner, conditioning: torch.T
 
 def test_guided_segmenter_segments_uint8_frames(tiny_path: Path, conditioning: torch.Tensor) -> None:
     model = PartModel(["background", "a", "b"], "tiny", "", 128, conditioning, torch.zeros(2, 32), {}, {})
-    segmenter = WindowSegmenter(load_backbone(str(tiny_path)), model, SegmentSettings(resolution=128))
+    settings = SegmentSettings(resolution=128, hierarchical=False)
+    segmenter = WindowSegmenter(load_backbone(str(tiny_path)), model, settings)
     frames = torch.randint(0, 256, (FRAMES, 3, 96, 96), generator=torch.Generator().manual_seed(4), dtype=torch.uint8)
     reference = segmenter(frames, seed=1)
     guided = GuidedSegmenter(segmenter, GuidanceSettings(reg_weight=8.0, timesteps=(104, 103), iterations=1))

@@ -31,7 +31,8 @@ def _segmenter(backbone: Backbone, cross_frame: bool = True, **settings: object)
         part_names=PARTS, base_model=str(backbone.root), base_hash=backbone.content_hash, resolution=64,
         conditioning=conditioning, tokens=conditioning[1:3].clone(),
     )
-    return WindowSegmenter(backbone, part_model, SegmentSettings(resolution=64, **settings), cross_frame=cross_frame)
+    segment = SegmentSettings(**{"resolution": 64, "hierarchical": False} | settings)
+    return WindowSegmenter(backbone, part_model, segment, cross_frame=cross_frame)
 
 
 def _frames(count: int = 3, height: int = 48, width: int = 40) -> torch.Tensor:

@@ -52,7 +52,7 @@ def segmenter_of():
     torch.set_num_threads(1)
     backbone = load_backbone(str(TINY_BACKBONE))
     model = PartModel(["background", "a", "b"], "tiny", "", SIDE, torch.zeros(77, 32), torch.zeros(2, 32), {}, {})
-    segmenter = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE))
+    segmenter = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE, hierarchical=False))
     segmenter.runner.close()
 
     def make(settings: SegmentSettings, maps_of) -> WindowSegmenter:
@@ -75,7 +75,8 @@ def test_four_tiles_average_into_their_overlaps(segmenter_of) -> None:
             FRAMES, PARTS, GRID, GRID
         )
 
-    scores = segmenter_of(SegmentSettings(resolution=SIDE, multi_crop=True), maps_of)(frames(), seed=0)
+    settings = SegmentSettings(resolution=SIDE, hierarchical=False, multi_crop=True)
+    scores = segmenter_of(settings, maps_of)(frames(), seed=0)
     # tiles in order (top, left) = (0, 0), (0, 8), (8, 0), (8, 8); grid rows sample 3.5 | 11.5 .. 51.5 | 59.5 px
     every = (0, 1, 2, 3)
     rows = {0: (0, 1), **dict.fromkeys(range(1, 7), every), 7: (2, 3)}
@@ -153,7 +154,7 @@ def test_tiles_average_per_frame_for_any_window_length(segmenter_of, count: int)
             images.shape[0], PARTS, GRID, GRID
         )
 
-    settings = SegmentSettings(resolution=SIDE, multi_crop=True)
+    settings = SegmentSettings(resolution=SIDE, hierarchical=False, multi_crop=True)
     pair = segmenter_of(settings, maps_of)(frames(), seed=0)
     window = frames()[:1].expand(count, -1, -1, -1)
     scores = segmenter_of(settings, maps_of)(window, seed=0)
@@ -168,7 +169,7 @@ def test_tiles_are_the_four_corner_crops(segmenter_of) -> None:
     def maps_of(call: int, images: Tensor) -> Tensor:
         return torch.zeros(images.shape[0], PARTS, GRID, GRID)
 
-    segmenter = segmenter_of(SegmentSettings(resolution=SIDE, multi_crop=True), maps_of)
+    segmenter = segmenter_of(SegmentSettings(resolution=SIDE, hierarchical=False, multi_crop=True), maps_of)
     segmenter(frames(), seed=0)
     images = to_unit_range(frames())
     corners = [(0, 0), (0, 8), (8, 0), (8, 8)]
@@ -184,9 +185,9 @@ def test_segmenter_defaults_to_cross_frame_attention_and_keeps_its_options() -> 
     backbone = load_backbone(str(TINY_BACKBONE))
     model = PartModel(["background", "a", "b"], "tiny", "", SIDE, torch.zeros(77, 32), torch.zeros(2, 32), {}, {})
     options = MapOptions(chunk_size=7)
-    default = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE), options=options)
+    default = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE, hierarchical=False), options=options)
     assert default.runner.video.state.cross_frame is True and default.runner.options is options
     default.runner.close()
-    single = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE), cross_frame=False)
+    single = WindowSegmenter(backbone, model, SegmentSettings(resolution=SIDE, hierarchical=False), cross_frame=False)
     assert single.runner.video.state.cross_frame is False and single.runner.options == MapOptions()
     single.runner.close()

@@ -27,7 +27,7 @@ def segmenter(tmp_path_factory: pytest.TempPathFactory) -> WindowSegmenter:
     path = write_tiny_sd(tmp_path_factory.mktemp("tiny") / "tiny-sd", seed=0)
     conditioning = torch.randn(77, 32, generator=torch.Generator().manual_seed(0))
     model = PartModel(["background", "a", "b"], "tiny", "", 128, conditioning, torch.zeros(2, 32), {}, {})
-    return WindowSegmenter(load_backbone(str(path)), model, SegmentSettings(resolution=128))
+    return WindowSegmenter(load_backbone(str(path)), model, SegmentSettings(resolution=128, hierarchical=False))
 
 
 def frames() -> torch.Tensor:

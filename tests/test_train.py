@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,8 @@ def test_training_state_of_another_job_is_refused_in_one_line(references: str, t
     }
     for problem, (refs, other) in others.items():
         with pytest.raises(TrainingStateError) as info:
-            train_part_model(refs, out, other.model_copy(update={"train": other.train.model_copy(
-                update={"epochs": 2})}), progress=False)
+            train_part_model(refs, out, other.model_copy(update={"train": replace(other.train, epochs=2)}),
+                             progress=False)
         message = str(info.value)
         assert message.startswith(str(out / STATE_FILE)) and "another training job" in message and problem in message
     assert (out / STATE_FILE).read_bytes() == state_before  # nothing was resumed or overwritten

@@ -1,51 +1,45 @@
-"""The job configuration, translated into the method's own settings (one place for every bridge).
+"""The job configuration, handed to the method (one place for every bridge).
 
-``pipeline.config`` declares what a user sets; ``smite_ops`` takes frozen dataclasses that know nothing about
-YAML or pydantic. The functions here are the only translation between the two, so a new key is wired once.
-This module imports neither Ray nor video I/O: benchmarks and actors can build the method from a
-configuration alone.
+The ``train``, ``segment`` and ``guidance`` sections of :class:`~pipeline.config.JobConfig` inherit the method's
+settings types, so each value is declared and validated once; the functions here pick a section's method fields
+and add what lives elsewhere in the job (the working resolution, the loss). This module imports neither Ray nor
+video I/O: benchmarks and actors can build the method from a configuration alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import fields
+from typing import Any
 
 from pipeline.config import GuidanceConfig, JobConfig
 from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
-from smite_ops.learning import LearnSettings
-from smite_ops.losses import SmiteLoss
-from smite_ops.segmentation import SegmentSettings, WindowSegmenter
+from smite_ops.learning import LearnOptions, LearnSettings
+from smite_ops.losses import LossOptions, SmiteLoss
+from smite_ops.segmentation import SegmentOptions, SegmentSettings, WindowSegmenter
 from smite_ops.temporal import TemporalRefiner
 
 
+def fields_of(options: type, section: object) -> dict[str, Any]:
+    """The values of ``section`` for the fields of the settings type ``options`` (a base class of the section)."""
+    return {f.name: getattr(section, f.name) for f in fields(options)}
+
+
 def segment_settings(config: JobConfig) -> SegmentSettings:
-    """The method's segmentation settings from a job configuration."""
-    segment = config.segment
-    return SegmentSettings(
-        resolution=config.model.resolution, t_range=segment.t_range, hierarchical=segment.hierarchical,
-        crop_expand=segment.crop_expand, multi_crop=segment.multi_crop,
-        pooled_group_norm=segment.pooled_group_norm,
-    )
+    """The method's segmentation settings: the ``segment`` section's options at the model's resolution."""
+    return SegmentSettings(**fields_of(SegmentOptions, config.segment), resolution=config.model.resolution)
 
 
 def learn_settings(config: JobConfig) -> LearnSettings:
-    """The method's learning settings from a job configuration."""
-    train = config.train
+    """The method's learning settings: the ``train`` section's options and loss at the model's resolution."""
     return LearnSettings(
-        token_epochs=train.token_epochs, stage2=train.stage2, trainable=train.trainable,
-        token_lr=train.token_lr, unet_lr=train.unet_lr, t_range=train.t_range,
-        guidance_scale=train.guidance_scale, validation_t_range=train.validation_t_range,
-        resolution=config.model.resolution, loss_scale=train.loss_scale,
-        loss=SmiteLoss(coef_sd=train.coef_sd, coef_freq=train.coef_freq, freq_from_epoch=train.freq_from_epoch,
-                       freq_reference_quirk=train.freq_low_band == "official"),
+        **fields_of(LearnOptions, config.train), resolution=config.model.resolution,
+        loss=SmiteLoss(**fields_of(LossOptions, config.train)),
     )
 
 
 def guidance_settings(guidance: GuidanceConfig) -> GuidanceSettings:
-    """The guided loop's settings: every :class:`GuidanceSettings` field takes the section's value of that name."""
-    section = guidance.model_dump()
-    shared = {f.name: section[f.name] for f in fields(GuidanceSettings) if f.name in section}
-    return GuidanceSettings(**shared | {key: tuple(shared[key]) for key in ("timesteps", "betas")})
+    """The guided loop's settings: the section's :class:`GuidanceSettings` fields."""
+    return GuidanceSettings(**fields_of(GuidanceSettings, guidance))
 
 
 def temporal_refiner(segmenter: WindowSegmenter, guidance: GuidanceConfig) -> TemporalRefiner | None:

@@ -162,7 +162,7 @@ def train_part_model(
         if score > best_miou:
             best_epoch, best_miou = epoch, score
             info = {"epoch": epoch, "validation_miou": score, "config_digest": config.digest(),
-                    "train": config.train.model_dump(mode="json")}
+                    "train": config.model_dump(mode="json")["train"]}
             save_part_model(learner.part_model(info), str(out))
         pending = state_path.with_suffix(".pending")
         torch.save(
