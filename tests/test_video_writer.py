@@ -65,7 +65,6 @@ def _scores(shards: tuple[Shard, ...], seed: int = 0) -> dict[int, ShardResult]:
         shard.index: ShardResult(
             shard,
             tuple((w, torch.randn(w.length, len(PARTS), 6, 6, generator=generator).half()) for w in shard.windows),
-            ShardStats(False, 0.5, 0.1, 3),
         )
         for shard in shards
     }
