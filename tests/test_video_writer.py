@@ -250,6 +250,27 @@ def test_aborting_a_job_drops_its_staged_outputs(video, tmp_path: Path) -> None:
     assert _files(tmp_path / "out") == []
 
 
+def test_the_manifest_reports_the_segment_writers_time(video, tmp_path: Path) -> None:
+    uri, _ = video
+    shards = _shards(21, 6, 2, 2)
+    results = _scores(shards)
+    outputs = _outputs(tmp_path / "out", uri, overlays=True)
+    segments = plan_segments(shards)
+    job = VideoJob(VideoPlan(VideoInput("clip", uri), outputs.info, (), shards, segments), outputs, guided=False,
+                   progress=False)
+    for shard in shards:  # in-process, as the driver schedules it
+        for work in job.add(shard, ShardStats(False, 0.5, 0.0, 1), results[shard.index]):
+            job.segment_written(work, write_segment(outputs, work.item, *work.inputs))
+    assert job.complete
+    written = tuple(job.written[segment.index] for segment in segments)
+    commit_video(outputs, written, job.timings(), job.frame_forwards)
+    recorded = read_manifest(str(tmp_path / "out"), "clip")
+    assert recorded is not None
+    timings = recorded["timings"]
+    assert timings["write"] == pytest.approx(sum(w.seconds for w in written)) and timings["write"] > 0
+    assert timings["model"] == 0.5 * len(shards) and timings["total"] >= timings["write"]
+
+
 def test_outputs_left_without_a_manifest_are_withdrawn_and_committed_ones_kept(video, tmp_path: Path) -> None:
     uri, _ = video
     shards = _shards(21, 6, 2, 2)

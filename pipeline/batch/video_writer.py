@@ -155,8 +155,9 @@ def commit_video(
     Args:
         video: the video's output description.
         segments: every segment's :func:`write_segment` result, in segment order.
-        timings: ``total`` (s from the first shard to this call) and ``model`` (segmenter time, s); the time this
-            commit takes is added to ``total``.
+        timings: ``total`` (s from the first shard to this call), ``model`` (segmenter time, s) and ``write``
+            (:attr:`SegmentWritten.seconds` of every segment, summed, s); the time this commit takes is added to
+            ``total``.
         frame_forwards: UNet frame-forward equivalents spent on the video, both phases.
         tracks: the video's point tracks, written when given.
         tracker_point_frames: the tracker work spent on the tracks (``VideoTracks.point_frames``).
