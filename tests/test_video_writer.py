@@ -28,6 +28,7 @@ from pipeline.io.video import VideoError, VideoInfo, concat_videos, probe_video,
 from pipeline.sinks.manifest import read_manifest
 from pipeline.sinks.masks import VideoMaskWriter
 from pipeline.sinks.overlay import overlay_labels, part_palette
+from smite_ops.tracking.long_video import VideoTracks
 
 PARTS = ["background", "body", "wheel"]
 
@@ -277,8 +278,11 @@ def test_outputs_left_without_a_manifest_are_withdrawn_and_committed_ones_kept(v
     results = _scores(shards)
     outputs = _outputs(tmp_path / "out", uri, overlays=True)
     written = tuple(write_segment(outputs, s, *(results[i] for i in s.shards)) for s in plan_segments(shards))
-    commit_video(outputs, written, {"total": 0.0, "model": 0.0}, 0)
+    tracks = VideoTracks(21, torch.tensor([0]), torch.zeros(1, 21, 2), torch.ones(1, 21, dtype=torch.bool),
+                         torch.tensor([0]))
+    commit_video(outputs, written, {"total": 0.0, "model": 0.0}, 0, tracks)
     committed = _files(tmp_path / "out")
+    assert {"overlays/clip.mp4", "tracks/video_id=clip/part-00000.parquet"} <= set(committed)
     withdraw_outputs(outputs)
     assert _files(tmp_path / "out") == committed  # a manifest: committed, kept
     (tmp_path / "out" / "_manifest" / "clip.json").unlink()  # as if the commit died before its manifest
