@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.scaling import REPOSITORY, SleepingSegmenterFactory, make_video
-from pipeline.batch.actors import ShardResult, ShardStats, peak_rss_mib
+from pipeline.batch.actors import ShardResult, peak_rss_mib
 from pipeline.batch.driver import segment_videos
 from pipeline.batch.plan import Segment, Shard
 from pipeline.batch.video_writer import VideoOutputs, commit_video, write_segment
@@ -58,7 +58,7 @@ class WholeVideoSegmenter:
         video = VideoOutputs(self.out, "ray-data", row["video_id"], uri, info, self.loaded.part_names,
                              self.loaded.model_id, info.fps, "", "", 0)
         segment = Segment(0, 0, info.num_frames, (0,))
-        written = write_segment(video, segment, ShardResult(shard, scores, ShardStats(False, 0.0, 0.0)))
+        written = write_segment(video, segment, ShardResult(shard, scores))
         commit_video(video, (written,), {"total": 0.0, "model": 0.0}, 0)
         return {"video_id": row["video_id"], "frames": written.frames}
 

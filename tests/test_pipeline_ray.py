@@ -115,6 +115,7 @@ def test_batch_writes_masks_overlays_tracks_and_manifests(dataset: Path, first_r
         manifest = read_manifest(str(out), video)
         assert manifest is not None and manifest["num_frames"] == FRAMES and manifest["model_id"].startswith("near")
         assert manifest["config_digest"] == _config("output.tracks=true").digest()
+        assert 0.0 < manifest["timings"]["write"] <= manifest["timings"]["total"]
         tracks = ds.dataset(out / "tracks", partitioning="hive").to_table(filter=ds.field("video_id") == video)
         assert tracks.num_rows > 0 and set(tracks.column("frame_index").to_pylist()) == set(range(FRAMES))
     assert not [p for p in (out / "masks").iterdir() if p.name.startswith(".")]  # nothing pending left

@@ -28,6 +28,7 @@ from pipeline.io.video import VideoError, VideoInfo, concat_videos, probe_video,
 from pipeline.sinks.manifest import read_manifest
 from pipeline.sinks.masks import VideoMaskWriter
 from pipeline.sinks.overlay import overlay_labels, part_palette
+from smite_ops.tracking.long_video import VideoTracks
 
 PARTS = ["background", "body", "wheel"]
 
@@ -65,7 +66,6 @@ def _scores(shards: tuple[Shard, ...], seed: int = 0) -> dict[int, ShardResult]:
         shard.index: ShardResult(
             shard,
             tuple((w, torch.randn(w.length, len(PARTS), 6, 6, generator=generator).half()) for w in shard.windows),
-            ShardStats(False, 0.5, 0.1, 3),
         )
         for shard in shards
     }
@@ -251,14 +251,38 @@ def test_aborting_a_job_drops_its_staged_outputs(video, tmp_path: Path) -> None:
     assert _files(tmp_path / "out") == []
 
 
+def test_the_manifest_reports_the_segment_writers_time(video, tmp_path: Path) -> None:
+    uri, _ = video
+    shards = _shards(21, 6, 2, 2)
+    results = _scores(shards)
+    outputs = _outputs(tmp_path / "out", uri, overlays=True)
+    segments = plan_segments(shards)
+    job = VideoJob(VideoPlan(VideoInput("clip", uri), outputs.info, (), shards, segments), outputs, guided=False,
+                   progress=False)
+    for shard in shards:  # in-process, as the driver schedules it
+        for work in job.add(shard, ShardStats(False, 0.5, 0.0, 1), results[shard.index]):
+            job.segment_written(work, write_segment(outputs, work.item, *work.inputs))
+    assert job.complete
+    written = tuple(job.written[segment.index] for segment in segments)
+    commit_video(outputs, written, job.timings(), job.frame_forwards)
+    recorded = read_manifest(str(tmp_path / "out"), "clip")
+    assert recorded is not None
+    timings = recorded["timings"]
+    assert timings["write"] == pytest.approx(sum(w.seconds for w in written)) and timings["write"] > 0
+    assert timings["model"] == 0.5 * len(shards) and timings["total"] >= timings["write"]
+
+
 def test_outputs_left_without_a_manifest_are_withdrawn_and_committed_ones_kept(video, tmp_path: Path) -> None:
     uri, _ = video
     shards = _shards(21, 6, 2, 2)
     results = _scores(shards)
     outputs = _outputs(tmp_path / "out", uri, overlays=True)
     written = tuple(write_segment(outputs, s, *(results[i] for i in s.shards)) for s in plan_segments(shards))
-    commit_video(outputs, written, {"total": 0.0, "model": 0.0}, 0)
+    tracks = VideoTracks(21, torch.tensor([0]), torch.zeros(1, 21, 2), torch.ones(1, 21, dtype=torch.bool),
+                         torch.tensor([0]))
+    commit_video(outputs, written, {"total": 0.0, "model": 0.0}, 0, tracks)
     committed = _files(tmp_path / "out")
+    assert {"overlays/clip.mp4", "tracks/video_id=clip/part-00000.parquet"} <= set(committed)
     withdraw_outputs(outputs)
     assert _files(tmp_path / "out") == committed  # a manifest: committed, kept
     (tmp_path / "out" / "_manifest" / "clip.json").unlink()  # as if the commit died before its manifest

@@ -66,17 +66,15 @@ class ShardStats:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """The scores of one shard.
+    """The scores of one shard (what it cost is :class:`ShardStats`, the actor task's second return value).
 
     Attributes:
         shard: the shard processed.
         scores: per window, in shard order, ``(window.length, P, h, w)`` float16 class scores.
-        stats: what it cost.
     """
 
     shard: Shard
     scores: tuple[tuple[Window, torch.Tensor], ...]
-    stats: ShardStats
 
 
 def phase_a_reference(shard: Shard, phase_a: tuple[ShardResult, ...]) -> torch.Tensor:
@@ -152,7 +150,7 @@ class ShardWorker:
         self.shards += 1
         self.model_seconds += model_seconds
         stats = ShardStats(tracks is not None, model_seconds, decode_seconds, count() - forwards_before)
-        return ShardResult(shard, tuple(scores), stats), stats
+        return ShardResult(shard, tuple(scores)), stats
 
     def track(self, info: VideoInfo, config: JobConfig) -> tuple[VideoTracks, int]:
         """Point tracks of one whole video (see :mod:`pipeline.batch.shared_tracks`), with the tracker built once,

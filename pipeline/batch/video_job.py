@@ -119,8 +119,12 @@ class VideoJob:
         self.bar.update(written.frames)
 
     def timings(self) -> dict[str, float]:
-        """``total`` (s since the job opened) and ``model`` (segmenter time, s) for the manifest."""
-        return {"total": time.perf_counter() - self.started, "model": self.model_seconds}
+        """``total`` (s since the job opened), ``model`` (segmenter time, s) and ``write`` (the segment writer
+        tasks' wall time, summed, s) for the manifest."""
+        return {
+            "total": time.perf_counter() - self.started, "model": self.model_seconds,
+            "write": sum(written.seconds for written in self.written.values()),
+        }
 
     def abort(self) -> None:
         """Drop every staged output of the video."""

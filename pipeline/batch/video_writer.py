@@ -28,10 +28,10 @@ from pipeline.batch.plan import Segment
 from pipeline.batch.stitch import native_probabilities, stitch_range
 from pipeline.io.video import VideoInfo, concat_videos, iter_frames, write_video
 from pipeline.sinks.manifest import VideoManifest, read_manifest, remove_manifest, write_manifest
-from pipeline.sinks.masks import VideoMaskWriter, publish_masks
+from pipeline.sinks.masks import VideoMaskWriter, mask_partition, publish_masks
 from pipeline.sinks.out_root import staging_path
-from pipeline.sinks.overlay import overlay_labels, part_palette
-from pipeline.sinks.tracks import write_tracks
+from pipeline.sinks.overlay import overlay_file, overlay_labels, part_palette
+from pipeline.sinks.tracks import track_partition, write_tracks
 from smite_ops.tracking.long_video import VideoTracks
 
 
@@ -79,7 +79,7 @@ class VideoOutputs:
     @property
     def overlay_uri(self) -> str:
         """Where the committed overlay video goes."""
-        return f"{str(self.root).rstrip('/')}/overlays/{self.video_id}.mp4"
+        return overlay_file(self.root, self.video_id)
 
 
 @dataclass(frozen=True)
@@ -155,8 +155,9 @@ def commit_video(
     Args:
         video: the video's output description.
         segments: every segment's :func:`write_segment` result, in segment order.
-        timings: ``total`` (s from the first shard to this call) and ``model`` (segmenter time, s); the time this
-            commit takes is added to ``total``.
+        timings: ``total`` (s from the first shard to this call), ``model`` (segmenter time, s) and ``write``
+            (:attr:`SegmentWritten.seconds` of every segment, summed, s); the time this commit takes is added to
+            ``total``.
         frame_forwards: UNet frame-forward equivalents spent on the video, both phases.
         tracks: the video's point tracks, written when given.
         tracker_point_frames: the tracker work spent on the tracks (``VideoTracks.point_frames``).
@@ -204,9 +205,8 @@ def withdraw_outputs(video: VideoOutputs) -> None:
     """
     if read_manifest(video.root, video.video_id) is not None:
         return
-    fs, base = fsspec.core.url_to_fs(str(video.root))
-    base = base.rstrip("/")
-    published = (f"{base}/masks/video_id={video.video_id}", f"{base}/tracks/video_id={video.video_id}",
+    fs, _ = fsspec.core.url_to_fs(str(video.root))
+    published = (mask_partition(video.root, video.video_id), track_partition(video.root, video.video_id),
                  fsspec.core.url_to_fs(video.overlay_uri)[1])
     for path in published:
         with suppress(OSError):

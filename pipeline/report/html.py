@@ -24,7 +24,7 @@ from pipeline.evaluation.evaluate import EvaluationReport, Scores
 from pipeline.report.review import ReviewSettings, VideoReview, review_video
 from pipeline.report.svg import presence_timeline, score_plot
 from pipeline.sinks.manifest import MANIFEST_DIR, read_manifest
-from pipeline.sinks.overlay import part_palette
+from pipeline.sinks.overlay import overlay_file, part_palette
 from pipeline.sinks.run_outputs import RunOutputError, committed_video_ids, frame_thumbnails
 
 _METRIC_COLUMNS = (
@@ -113,8 +113,7 @@ class RunReport:
 
 def overlay_uri(out_uri: str, video_id: str) -> str | None:
     """``<out>/overlays/<video_id>.mp4`` when it exists (same URL style as ``out_uri``), else None."""
-    fs, base = fsspec.core.url_to_fs(str(out_uri))
-    path = f"{base.rstrip('/')}/overlays/{video_id}.mp4"
+    fs, path = fsspec.core.url_to_fs(overlay_file(out_uri, video_id))
     if not fs.exists(path):
         return None
     return fs.unstrip_protocol(path) if "://" in str(out_uri) else path

@@ -42,7 +42,9 @@ class VideoManifest:
         commit_key: what the outputs depend on (:func:`pipeline.batch.commit_key.commit_key`); a rerun skips the video
             only under the same key (never under the empty default).
         outputs: output kind (``masks``, ``overlay``, ``tracks``) -> path or URL.
-        timings: seconds spent: ``total`` (first shard to commit) and ``model`` (inside segmenter calls, summed).
+        timings: seconds spent: ``total`` (first shard to commit), ``model`` (inside segmenter calls, summed) and
+            ``write`` (in the segment writer tasks: blending, labelling, mask rows and overlay parts, summed; the
+            commit itself counts in ``total`` only).
         mask_rows: rows written to the mask dataset.
         versions: package versions of the run.
         cost: per output frame: ``unet_frame_forwards`` (UNet frame-forward equivalents of both phases, a backward

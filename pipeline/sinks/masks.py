@@ -72,11 +72,16 @@ def frame_rows(
     return columns
 
 
+def mask_partition(root: str, video_id: str) -> str:
+    """Where one video's published mask partition lives: ``<root>/masks/video_id=<id>``, a path of ``root``'s
+    filesystem."""
+    _, base = fsspec.core.url_to_fs(str(root))
+    return f"{base.rstrip('/')}/masks/video_id={video_id}"
+
+
 def _partition_dirs(root: str, run_id: str, video_id: str) -> tuple[str, str]:
     """``(staging, final)`` paths of a video's mask partition (paths of ``root``'s filesystem)."""
-    _, base = fsspec.core.url_to_fs(str(root))
-    final_dir = f"{base.rstrip('/')}/masks/video_id={video_id}"
-    return staging_path(root, run_id, "masks", f"video_id={video_id}"), final_dir
+    return staging_path(root, run_id, "masks", f"video_id={video_id}"), mask_partition(root, video_id)
 
 
 def publish_masks(root: str, run_id: str, video_id: str) -> str:

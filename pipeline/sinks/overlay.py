@@ -1,10 +1,16 @@
-"""Coloured part overlays for videos and report thumbnails."""
+"""Coloured part overlays for videos and report thumbnails, and where a video's overlay is published."""
 
 from __future__ import annotations
 
 import colorsys
 
 import numpy as np
+
+
+def overlay_file(root: str, video_id: str) -> str:
+    """Where one video's published overlay lives: ``<root>/overlays/<id>.mp4``, in the style of ``root`` (a local
+    path or fsspec URL)."""
+    return f"{str(root).rstrip('/')}/overlays/{video_id}.mp4"
 
 
 def part_palette(num_parts: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from pycocotools import mask as coco_mask
 
 from pipeline.io.video import probe_video, read_frames
 from pipeline.sinks.manifest import MANIFEST_DIR
+from pipeline.sinks.masks import mask_partition
 from smite_ops.errors import InputError
 
 
@@ -41,8 +42,8 @@ def committed_video_ids(out_uri: str) -> list[str]:
 
 def masks_partition(out_uri: str, video_id: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem and path of one video's mask partition, ``<out>/masks/video_id=<id>``."""
-    fs, base = fsspec.core.url_to_fs(str(out_uri))
-    return fs, f"{base.rstrip('/')}/masks/video_id={video_id}"
+    fs, _ = fsspec.core.url_to_fs(str(out_uri))
+    return fs, mask_partition(out_uri, video_id)
 
 
 def read_video_masks(out_uri: str, video_id: str, columns: list[str]) -> pa.Table:

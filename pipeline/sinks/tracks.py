@@ -48,6 +48,12 @@ def tracks_table(tracks: VideoTracks, frame_size: int) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def track_partition(root: str, video_id: str) -> str:
+    """Where one video's published tracks live: ``<root>/tracks/video_id=<id>``, a path of ``root``'s filesystem."""
+    _, base = fsspec.core.url_to_fs(str(root))
+    return f"{base.rstrip('/')}/tracks/video_id={video_id}"
+
+
 def write_tracks(
     root: str, video_id: str, tracks: VideoTracks, frame_size: int, run_id: str | None = None
 ) -> str:
@@ -55,8 +61,8 @@ def write_tracks(
 
     ``run_id`` names the staging folder (default: a fresh one).
     """
-    fs, base = fsspec.core.url_to_fs(str(root))
-    final_dir = f"{base.rstrip('/')}/tracks/video_id={video_id}"
+    fs, _ = fsspec.core.url_to_fs(str(root))
+    final_dir = track_partition(root, video_id)
     pending_dir = staging_path(root, run_id or uuid.uuid4().hex, "tracks", f"video_id={video_id}")
     fs.makedirs(pending_dir, exist_ok=True)
     with fs.open(f"{pending_dir}/part-00000.parquet", "wb") as file:
