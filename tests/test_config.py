@@ -1,5 +1,6 @@
 """Job configuration: defaults, presets, overrides and error messages."""
 
+import inspect
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -8,7 +9,14 @@ import pytest
 import yaml
 
 from pipeline.config import (
-    CONFIG_DIR, ConfigError, GuidanceConfig, JobConfig, SegmentConfig, TrainConfig, load_config, resolve_config,
+    CONFIG_DIR,
+    ConfigError,
+    GuidanceConfig,
+    JobConfig,
+    SegmentConfig,
+    TrainConfig,
+    load_config,
+    resolve_config,
 )
 from smite_ops.guidance import GuidanceSettings
 from smite_ops.learning import LearnOptions
@@ -170,7 +178,7 @@ def test_loss_options_reach_the_loss() -> None:
 def test_method_settings_are_declared_once(section: type, method: type) -> None:
     """A job section inherits the method's settings and restates none of them (one default, one set of bounds)."""
     assert issubclass(section, method)
-    restated = set(section.__dict__.get("__annotations__", {})) & {f.name for f in fields(method)}
+    restated = set(inspect.get_annotations(section)) & {f.name for f in fields(method)}
     assert not restated, f"{section.__name__} restates {sorted(restated)} of {method.__name__}"
     defaults = {f.name: f.default for f in fields(method)}
     assert {f.name: f.default for f in fields(section) if f.name in defaults} == defaults

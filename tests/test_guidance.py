@@ -12,28 +12,11 @@ from smite_ops.backbone import load_backbone
 from smite_ops.guidance import GuidanceError, GuidanceSettings, GuidedSegmenter, GuidedWindow, ddim_step
 from smite_ops.part_model import PartModel
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter
-from smite_ops.tiny_model import write_tiny_sd
 from smite_ops.tracking.base import Tracks
 from smite_ops.unet_maps import MapRunner
 from smite_ops.voting import project_to_grid, vote
 
 PARTS, FRAMES, SIDE, T = 3, 4, 16, 103  # latents 16x16 (128 px frames), maps 16x16
-
-
-@pytest.fixture(scope="module")
-def tiny_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    return write_tiny_sd(tmp_path_factory.mktemp("tiny") / "tiny-sd", seed=0)
-
-
-@pytest.fixture(scope="module")
-def runner(tiny_path: Path) -> MapRunner:
-    return MapRunner(load_backbone(str(tiny_path)))
-
-
-@pytest.fixture(scope="module")
-def conditioning() -> torch.Tensor:
-    return torch.randn(77, 32, generator=torch.Generator().manual_seed(0))
 
 
 def latents() -> torch.Tensor:

@@ -10,33 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy.fft import dctn
 
-from smite_ops.backbone import load_backbone
 from smite_ops.guidance import GuidanceSettings, GuidedWindow
-from smite_ops.tiny_model import write_tiny_sd
 from smite_ops.tracking.base import Tracks
 from smite_ops.unet_maps import MapRunner
 from smite_ops.voting import project_to_grid, vote
 
 PARTS, FRAMES, SIDE, T = 3, 4, 16, 103  # latents 16 x 16 (128 px frames), maps 16 x 16
-
-
-@pytest.fixture(scope="module")
-def runner(tmp_path_factory: pytest.TempPathFactory) -> MapRunner:
-    torch.set_num_threads(1)
-    path: Path = write_tiny_sd(tmp_path_factory.mktemp("tiny") / "tiny-sd", seed=0)
-    return MapRunner(load_backbone(str(path)))
-
-
-@pytest.fixture(scope="module")
-def conditioning() -> torch.Tensor:
-    return torch.randn(77, 32, generator=torch.Generator().manual_seed(0))
 
 
 def latents(seed: int = 1) -> torch.Tensor:
