@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_TESTS: dict[str, list[str]] = {
     "guidance": ["tests/test_guidance.py", "tests/test_guidance_oracles.py", "tests/test_guidance_schedule.py"],
-    "learning": ["tests/test_learning.py", "tests/test_learning_oracles.py"],
+    "learning": ["tests/test_learning.py", "tests/test_learning_oracles.py", "tests/test_train_resume_state.py"],
     "losses": ["tests/test_losses.py", "tests/test_losses_contracts.py", "tests/test_track_energy_weights.py"],
     "voting": ["tests/test_voting.py", "tests/test_voting_contracts.py", "tests/test_track_energy_weights.py"],
     "was": ["tests/test_was.py", "tests/test_was_contracts.py"],

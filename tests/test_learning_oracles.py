@@ -90,3 +90,36 @@ def test_each_stage_moves_exactly_its_parameters(references: ReferenceSet, stage
     learn.runner.close()
     assert moved(start, stage1) == {"tokens"}
     assert moved(stage1, stage2_state) == (trained | {"tokens"} if stage2 == "joint" else trained)
+
+
+def test_validation_draws_its_timesteps_from_the_range_with_the_given_generator(references: ReferenceSet) -> None:
+    """Every validation image gets a timestep of ``validation_t_range`` (both ends inclusive) drawn from the caller's
+    generator, which also seeds the image's noise: equal generators give equal draws whatever the global RNG."""
+    model = learner(references, validation_t_range=(95, 96))
+    seen: list[tuple[int, torch.Generator]] = []
+    predict = model.predict_labels
+
+    def spy(image: torch.Tensor, timestep: int, generator: torch.Generator) -> torch.Tensor:
+        seen.append((timestep, generator))
+        return predict(image, timestep, generator)
+
+    model.predict_labels = spy  # type: ignore[method-assign]
+    image, mask = sample(references)
+    draws = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        generator = torch.Generator().manual_seed(7)
+        seen.clear()
+        model.validate([image] * 24, [mask] * 24, generator)
+        assert all(used is generator for _, used in seen)
+        draws.append([t for t, _ in seen])
+    model.runner.close()
+    assert draws[0] == draws[1] and set(draws[0]) == {95, 96}
+
+
+def test_validation_refuses_images_and_masks_of_different_counts(references: ReferenceSet) -> None:
+    model = learner(references)
+    image, mask = sample(references)
+    with pytest.raises(ValueError, match="zip"):
+        model.validate([image, image], [mask], torch.Generator())
+    model.runner.close()
