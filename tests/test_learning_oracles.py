@@ -123,3 +123,32 @@ def test_validation_refuses_images_and_masks_of_different_counts(references: Ref
     with pytest.raises(ValueError, match="zip"):
         model.validate([image, image], [mask], torch.Generator())
     model.runner.close()
+
+
+def test_the_part_model_carries_the_learned_state(references: ReferenceSet) -> None:
+    model = learner(references, guidance_scale=1.0, token_epochs=0)
+    image, mask = sample(references)
+    model.step(image, mask, 0, torch.Generator().manual_seed(3))  # stage 2 from epoch 0: tokens and K/V moved
+    artifact = model.part_model({"epoch": 0, "validation_miou": 12.5})
+    model.runner.close()
+    assert artifact.part_names == references.part_names
+    assert (artifact.base_model, artifact.base_hash) == (model.backbone.source, model.backbone.content_hash)
+    assert artifact.resolution == RESOLUTION and artifact.info == {"epoch": 0, "validation_miou": 12.5}
+    assert torch.equal(artifact.conditioning, model.tokens().detach().float())
+    assert torch.equal(artifact.tokens, model.tokens.tokens.detach().float())
+    assert artifact.unet_weights.keys() == model.unet_params.keys() and artifact.unet_weights
+    assert all(torch.equal(artifact.unet_weights[name], p.detach()) for name, p in model.unet_params.items())
+
+
+def test_a_tokens_only_learner_saves_and_resumes(references: ReferenceSet) -> None:
+    """``trainable="text_embeds"`` has no UNet optimiser: its state holds None there and loads back."""
+    first = learner(references, guidance_scale=1.0, trainable="text_embeds")
+    image, mask = sample(references)
+    first.step(image, mask, 0, torch.Generator().manual_seed(3))
+    state = first.state_dict()
+    first.runner.close()
+    assert state["unet"] == {} and state["unet_optimizer"] is None and state["token_optimizer"]["state"]
+    second = learner(references, guidance_scale=1.0, trainable="text_embeds")
+    second.load_state_dict(state)
+    second.runner.close()
+    assert torch.equal(second.tokens.tokens, first.tokens.tokens)
