@@ -14,6 +14,7 @@ from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt, encode_prompt
 from smite_ops.learning import LearnSettings, PartLearner, nearest_mask
 from smite_ops.losses import SmiteLoss
+from smite_ops.unet_maps import MapOptions
 
 torch.set_num_threads(1)
 RESOLUTION = 64
@@ -32,12 +33,13 @@ def sample(references: ReferenceSet, index: int = 0) -> tuple[torch.Tensor, torc
     return image, torch.from_numpy(np.array(references.masks[index])).long()
 
 
-def learner(references: ReferenceSet, **settings: object) -> PartLearner:
+def learner(references: ReferenceSet, options: MapOptions = MapOptions(), with_uncond: bool = True,
+            **settings: object) -> PartLearner:
     backbone = load_backbone(str(TINY_BACKBONE), with_text_encoder=True)
     base, init = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
-    uncond = encode_prompt(backbone.text_encoder, backbone.tokenizer, "")
+    uncond = encode_prompt(backbone.text_encoder, backbone.tokenizer, "") if with_uncond else None
     learn = LearnSettings(resolution=RESOLUTION, **settings)
-    return PartLearner(backbone, references.part_names, base, init, uncond, learn)
+    return PartLearner(backbone, references.part_names, base, init, uncond, learn, options)
 
 
 def test_cfg_training_forward_equals_a_hand_built_pair(references: ReferenceSet) -> None:
@@ -152,3 +154,15 @@ def test_a_tokens_only_learner_saves_and_resumes(references: ReferenceSet) -> No
     second.load_state_dict(state)
     second.runner.close()
     assert torch.equal(second.tokens.tokens, first.tokens.tokens)
+
+
+def test_the_learner_is_built_as_configured(references: ReferenceSet) -> None:
+    """Any scale above 1 runs the CFG pair (and needs the empty prompt); learning rates and map options reach the
+    optimisers and the runner."""
+    options = MapOptions(chunk_size=64, attention_scale=0.2, vae_batch=2)
+    model = learner(references, options, guidance_scale=1.5, token_lr=0.3, unet_lr=2e-4)
+    model.runner.close()
+    assert model.cfg and model.runner.options == options
+    assert model.token_optimizer.param_groups[0]["lr"] == 0.3 and model.unet_optimizer.param_groups[0]["lr"] == 2e-4
+    with pytest.raises(ValueError, match="^guidance_scale > 1 needs the empty-prompt embedding$"):
+        learner(references, with_uncond=False, guidance_scale=1.5)
