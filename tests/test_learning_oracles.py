@@ -12,7 +12,7 @@ from pipeline.method.backbone_source import TINY_BACKBONE
 from pipeline.synth import generate_benchmark
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt, encode_prompt
-from smite_ops.learning import LearnSettings, PartLearner, nearest_mask
+from smite_ops.learning import LearnSettings, PartLearner, nearest_mask, trainable_unet_parameters
 from smite_ops.losses import SmiteLoss
 from smite_ops.unet_maps import MapOptions
 
@@ -166,3 +166,26 @@ def test_the_learner_is_built_as_configured(references: ReferenceSet) -> None:
     assert model.token_optimizer.param_groups[0]["lr"] == 0.3 and model.unet_optimizer.param_groups[0]["lr"] == 2e-4
     with pytest.raises(ValueError, match="^guidance_scale > 1 needs the empty-prompt embedding$"):
         learner(references, with_uncond=False, guidance_scale=1.5)
+
+
+def test_the_loss_scale_only_moves_adams_epsilon(references: ReferenceSet) -> None:
+    """Adam's first step is ``lr * s g / (|s g| + eps)`` for the loss scaled by ``s = loss_scale``: entries whose
+    scaled gradient is near eps (1e-8) move less than ``lr``. The unscaled gradient ``g`` comes from a run at s = 1."""
+    image, mask = sample(references)
+    runs = {}
+    for scale in (1.0, 1e-5):
+        model = learner(references, guidance_scale=1.0, loss_scale=scale)
+        before = model.tokens.tokens.detach().clone()
+        model.step(image, mask, 0, torch.Generator().manual_seed(3))  # epoch 0: stage 1 trains the tokens
+        runs[scale] = before, model.tokens.tokens.detach().clone(), model.tokens.tokens.grad.clone()
+        model.runner.close()
+    before, _, gradient = runs[1.0]
+    scaled = 1e-5 * gradient
+    expected = before - model.settings.token_lr * scaled / (scaled.abs() + 1e-8)
+    torch.testing.assert_close(runs[1e-5][1], expected, rtol=1e-5, atol=1e-6)
+    assert (scaled.abs() < 1e-7).any()  # some entries are in the damped regime, so the scale matters
+
+
+def test_a_unet_without_the_chosen_weights_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^the UNet has no parameters for trainable='crossattn'$"):
+        trainable_unet_parameters(torch.nn.Linear(2, 2), "crossattn")
