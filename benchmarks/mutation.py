@@ -36,7 +36,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "voting": ["tests/test_voting.py", "tests/test_voting_contracts.py", "tests/test_track_energy_weights.py"],
     "was": ["tests/test_was.py", "tests/test_was_contracts.py"],
     "lowpass": ["tests/test_lowpass.py", "tests/test_lowpass_contracts.py"],
-    "attention": ["tests/test_attention.py"],
+    "attention": ["tests/test_attention.py", "tests/test_attention_contracts.py"],
     "segmentation": [
         "tests/test_segmentation.py", "tests/test_segmentation_pasteback.py", "tests/test_segmentation_contracts.py"
     ],
