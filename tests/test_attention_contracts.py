@@ -89,3 +89,20 @@ def test_image_shaped_inputs_match_the_stock_processor() -> None:
     ours = VideoAttnProcessor(VideoState(num_frames=1, cross_frame=True), "block")(attn, images)
     torch.testing.assert_close(ours, AttnProcessor2_0()(attn, images))
     assert ours.shape == images.shape
+
+
+@pytest.mark.parametrize("options", [{}, {"qk_norm": "layer_norm"}, {"cross_attention_norm": "layer_norm"}])
+def test_masked_cross_attention_with_norms_matches_the_stock_processor(options: dict[str, str]) -> None:
+    """Cross-attention with a full (query x key) additive mask, query/key norms or a context norm: the processor
+    (never cross-frame for cross-attention) equals diffusers' own."""
+    torch.manual_seed(0)
+    attn = Attention(query_dim=8, cross_attention_dim=6, heads=2, dim_head=4, **options)
+    hidden, context, mask = torch.randn(2, 5, 8), torch.randn(2, 7, 6), torch.randn(2, 5, 7)
+    ours = VideoAttnProcessor(VideoState(num_frames=2, cross_frame=True), "block")(attn, hidden, context, mask)
+    torch.testing.assert_close(ours, AttnProcessor2_0()(attn, hidden, context, mask))
+
+
+def test_cross_frame_attention_refuses_a_batch_of_partial_clips() -> None:
+    attn = Attention(query_dim=8, heads=2, dim_head=4)
+    with pytest.raises(ValueError, match="^batch of 2 is not a whole number of 3-frame clips$"):
+        VideoAttnProcessor(VideoState(num_frames=3, cross_frame=True), "block")(attn, torch.randn(2, 5, 8))
