@@ -106,3 +106,29 @@ def test_cross_frame_attention_refuses_a_batch_of_partial_clips() -> None:
     attn = Attention(query_dim=8, heads=2, dim_head=4)
     with pytest.raises(ValueError, match="^batch of 2 is not a whole number of 3-frame clips$"):
         VideoAttnProcessor(VideoState(num_frames=3, cross_frame=True), "block")(attn, torch.randn(2, 5, 8))
+
+
+def test_a_default_capture_keeps_every_sample_and_its_gradient() -> None:
+    capture = AttentionCapture({"block": "self"})
+    q = torch.randn(3, 1, 2, 4, requires_grad=True)
+    capture.record("block", q, q, (1, 2))
+    layer = capture.layers["block"]
+    assert layer.name == "block" and layer.q[0] is q and layer.q[0].requires_grad
+
+
+@torch.no_grad()
+def test_the_video_unet_reads_its_sample_by_keyword_and_checks_its_batch() -> None:
+    """Defaults: one frame per clip, cross-frame attention on; ``sample=`` works as well as a positional sample; a
+    batch that is not whole clips is refused, naming the sample count; configuring twice is refused."""
+    unet = unet_with()
+    video = configure_video_unet(unet)
+    assert (video.num_frames, video.cross_frame) == (1, True)
+    video.restore()
+    assert not configure_video_unet(unet, 2, cross_frame=False).cross_frame
+    sample, text = torch.randn(4, 4, 8, 6), torch.randn(4, 77, 32)
+    assert unet(sample=sample, timestep=torch.tensor(50), encoder_hidden_states=text).sample.shape == sample.shape
+    with pytest.raises(ValueError, match="^UNet batch of 3 samples is not a whole number of 2-frame clips$"):
+        unet(sample[:3], torch.tensor(50), text[:3])
+    already = "UNet is already configured for video; call restore() on its handle first"
+    with pytest.raises(ValueError, match=f"^{re.escape(already)}$"):
+        configure_video_unet(unet)
