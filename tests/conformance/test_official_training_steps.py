@@ -52,7 +52,8 @@ def assert_step_close(ours: np.ndarray, official: np.ndarray, before: np.ndarray
 
 def production_learner(backbone: Backbone, vector: dict[str, np.ndarray], stage: str) -> PartLearner:
     """A learner with configs/smite.yaml's settings (CFG off, frequency coefficient 0, reference loss mode)."""
-    config = load_config("smite", ["train.guidance_scale=1.0", "train.coef_freq=0.0", "train.freq_low_band=official"])
+    overrides = ["train.guidance_scale=1.0", "train.coef_freq=0.0", "train.freq_reference_quirk=true"]
+    config = load_config("smite", overrides)
     settings = learn_settings(config)
     conditioning = torch.from_numpy(vector["conditioning"])
     tokens = torch.from_numpy(vector[f"{stage}/tokens_before"])
