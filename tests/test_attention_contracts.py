@@ -132,3 +132,13 @@ def test_the_video_unet_reads_its_sample_by_keyword_and_checks_its_batch() -> No
     already = "UNet is already configured for video; call restore() on its handle first"
     with pytest.raises(ValueError, match=f"^{re.escape(already)}$"):
         configure_video_unet(unet)
+
+
+def test_a_spatially_normed_attention_matches_the_stock_processor() -> None:
+    """Attention with a spatial norm conditioned on ``temb`` (MoVQ-style decoders): the processor applies it as
+    diffusers does."""
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, heads=2, dim_head=4, spatial_norm_dim=3)  # its group norm has 32 groups
+    images, temb = torch.randn(2, 32, 4, 5), torch.randn(2, 3, 2, 2)
+    ours = VideoAttnProcessor(VideoState(), "block")(attn, images, temb=temb)
+    torch.testing.assert_close(ours, AttnProcessor2_0()(attn, images, temb=temb))
