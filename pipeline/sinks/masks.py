@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pycocotools import mask as coco_mask
 
-from pipeline.sinks.out_root import staging_path
+from pipeline.sinks.out_root import published_path, staging_path
 
 RLE_TYPE = pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.binary())])
 
@@ -75,8 +75,7 @@ def frame_rows(
 def mask_partition(root: str, video_id: str) -> str:
     """Where one video's published mask partition lives: ``<root>/masks/video_id=<id>``, a path of ``root``'s
     filesystem."""
-    _, base = fsspec.core.url_to_fs(str(root))
-    return f"{base.rstrip('/')}/masks/video_id={video_id}"
+    return published_path(root, "masks", f"video_id={video_id}")
 
 
 def _partition_dirs(root: str, run_id: str, video_id: str) -> tuple[str, str]:

@@ -96,10 +96,15 @@ def check_local_folder(out: str) -> None:
         raise OutputError(f"--out {out}: this command writes to a local folder, not a URL")
 
 
+def published_path(out: str, *names: str) -> str:
+    """A path (filesystem path of ``out``'s filesystem) under the output root, where committed outputs live."""
+    _, base = output_fs(out)
+    return "/".join([base, *names])
+
+
 def staging_path(out: str, run_id: str, *names: str) -> str:
     """A path (filesystem path of ``out``'s filesystem) under the run's staging folder ``_staging/<run_id>/``."""
-    _, base = output_fs(out)
-    return "/".join([base, STAGING_DIR, run_id, *names])
+    return published_path(out, STAGING_DIR, run_id, *names)
 
 
 def remove_leftovers(out: str) -> list[str]:

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.sinks.out_root import staging_path
+from pipeline.sinks.out_root import published_path, staging_path
 from smite_ops.tracking.long_video import VideoTracks
 
 TRACKS_SCHEMA = pa.schema(
@@ -50,8 +50,7 @@ def tracks_table(tracks: VideoTracks, frame_size: int) -> pa.Table:
 
 def track_partition(root: str, video_id: str) -> str:
     """Where one video's published tracks live: ``<root>/tracks/video_id=<id>``, a path of ``root``'s filesystem."""
-    _, base = fsspec.core.url_to_fs(str(root))
-    return f"{base.rstrip('/')}/tracks/video_id={video_id}"
+    return published_path(root, "tracks", f"video_id={video_id}")
 
 
 def write_tracks(
