@@ -7,6 +7,7 @@ Not in CI: a module takes from minutes (voting, lowpass) to hours (guidance, att
 
     python benchmarks/mutation.py voting losses       # some modules
     python benchmarks/mutation.py --jobs 4            # all of them, four mutants at a time
+    python benchmarks/mutation.py guidance --mutants '*energy__mutmut_*'   # only some mutants (fnmatch)
     make mutation                                     # all of them
 
 Score = killed (or timed out) / (killed + timed out + survived + not covered by the module's tests), in %.
@@ -112,8 +113,13 @@ def mutmut(args: list[str], cwd: Path, log: Path | None = None, minutes: float |
     return ""
 
 
-def run_module(module: str, workdir: Path, jobs: int, minutes: float | None) -> ModuleResult:
-    """Mutate one module in a fresh copy under ``workdir`` (stopped after ``minutes``) and collect the results."""
+def run_module(
+    module: str, workdir: Path, jobs: int, minutes: float | None, mutants: list[str] | None = None
+) -> ModuleResult:
+    """Mutate one module in a fresh copy under ``workdir`` and collect the results.
+
+    The run stops after ``minutes``; with ``mutants`` (mutmut names or fnmatch patterns) only those are checked.
+    """
     copy = workdir / module
     shutil.rmtree(copy, ignore_errors=True)
     copy.mkdir(parents=True)
@@ -121,7 +127,7 @@ def run_module(module: str, workdir: Path, jobs: int, minutes: float | None) -> 
     with (copy / "pyproject.toml").open("a") as config:
         config.write(mutmut_config(module))
     started = time.perf_counter()
-    mutmut(["run", "--max-children", str(jobs)], copy, log=workdir / f"{module}.log", minutes=minutes)
+    mutmut(["run", "--max-children", str(jobs), *(mutants or [])], copy, log=workdir / f"{module}.log", minutes=minutes)
     result = collect(module, workdir)
     result.seconds = time.perf_counter() - started
     return result
@@ -168,6 +174,8 @@ def main() -> None:
                         help="copies, logs and mutmut state (one folder per module)")
     parser.add_argument("--jobs", type=int, default=1, help="mutants tested at a time (each a process)")
     parser.add_argument("--minutes", type=float, help="stop each module's run after this time (partial score)")
+    parser.add_argument("--mutants", nargs="+", metavar="PATTERN",
+                        help="check only these mutants: mutmut names or fnmatch patterns, e.g. '*energy__mutmut_*'")
     parser.add_argument("--report-only", action="store_true", help="report the runs already in --workdir")
     args = parser.parse_args()
     unknown = sorted(set(args.modules) - set(MODULE_TESTS))
@@ -179,7 +187,7 @@ def main() -> None:
     if args.report_only:
         results = [collect(module, workdir) for module in modules if (workdir / module).is_dir()]
     else:
-        results = [run_module(module, workdir, args.jobs, args.minutes) for module in modules]
+        results = [run_module(module, workdir, args.jobs, args.minutes, args.mutants) for module in modules]
     report(results, workdir)
 
 
