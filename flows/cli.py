@@ -219,7 +219,9 @@ def evaluate(
 @reports_input_errors
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="folder for data, models, outputs, report")] = "demo_out",
-    kinds: Annotated[str, typer.Option(help="comma-separated object kinds: car, face, horse")] = "car",
+    kinds: Annotated[
+        str, typer.Option(help="comma-separated object kinds: car, face, horse, heldout-a .. heldout-d, generic-<i>")
+    ] = "car",
     config: Annotated[str, typer.Option("--config", "-c", help="YAML file or preset")] = "tiny",
     overrides: SetOption = None,
     size: Annotated[int, typer.Option(min=32, help="synthetic frame size in pixels")] = 128,
@@ -230,11 +232,13 @@ def demo(
     """Synthetic data -> train the tiny model -> segment on Ray -> evaluate -> HTML report (CPU, offline)."""
     from flows.demo import demo_flow
     from flows.lifeline import guard_children
-    from pipeline.synth import KINDS
+    from pipeline.synth import HELDOUT_KINDS, KINDS, find_kind
 
     job_kinds = [kind.strip() for kind in kinds.split(",") if kind.strip()]
-    if unknown := [kind for kind in job_kinds if kind not in KINDS]:
-        raise InputError(f"--kinds {kinds}: unknown kind(s) {unknown}; known: {', '.join(KINDS)}")
+    if unknown := [kind for kind in job_kinds if find_kind(kind) is None]:
+        raise InputError(
+            f"--kinds {kinds}: unknown kind(s) {unknown}; known: {', '.join([*KINDS, *HELDOUT_KINDS])}, generic-<index>"
+        )
     load_config(config, overrides or [])
     guard_children()
     run = demo_flow(out, job_kinds, config=config, overrides=overrides, size=size, frames=frames, videos=videos,

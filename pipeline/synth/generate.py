@@ -32,6 +32,7 @@ import numpy as np
 from pipeline.evaluation.smite50 import write_ground_truth
 from pipeline.io.references import write_reference_set
 from pipeline.io.video import write_video
+from pipeline.synth.procedural import HELDOUT_KINDS, find_kind
 from pipeline.synth.scene import background_texture, random_pose, random_scene, render, render_video
 from pipeline.synth.shapes import KINDS, ObjectKind
 from smite_ops.errors import InputError
@@ -114,7 +115,8 @@ def generate_benchmark(
         num_references: reference images per kind (>= 1).
         videos_per_kind: test videos per kind (>= 1), ids ``<kind>_00``, ``<kind>_01``, ...
         num_frames: frames per video T (>= 2); every frame has ground truth.
-        kinds: subset of ``car``, ``face``, ``horse`` (default: all, in that order).
+        kinds: names of :func:`pipeline.synth.procedural.find_kind`: ``car``, ``face``, ``horse`` (the default,
+            in that order), the held-out kinds ``heldout-a`` .. ``heldout-d`` or ``generic-<index>``.
 
     Returns:
         The dataset folders written, ``<out_dir>/<kind>_<granularity>``, fine before coarse per kind.
@@ -123,8 +125,11 @@ def generate_benchmark(
         SynthError: an unknown kind or an out-of-range count or size.
     """
     names = list(KINDS) if kinds is None else list(kinds)
-    if unknown := [name for name in names if name not in KINDS]:
-        raise SynthError(f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}")
+    if unknown := [name for name in names if find_kind(name) is None]:
+        raise SynthError(
+            f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}, {sorted(HELDOUT_KINDS)} and "
+            "generic-<index>"
+        )
     if size < 32 or num_references < 1 or videos_per_kind < 1 or num_frames < 2:
         raise SynthError(
             f"generate_benchmark: need size >= 32, num_references >= 1, videos_per_kind >= 1, num_frames >= 2; got "
@@ -133,7 +138,8 @@ def generate_benchmark(
     meta = {"seed": seed, "size": size, "num_frames": num_frames, "fps": FPS}
     written = []
     for name in names:
-        kind = KINDS[name]
+        kind = find_kind(name)
+        assert kind is not None
         references = [_reference(kind, stream(seed, name, _REFERENCE, index), size) for index in range(num_references)]
         for granularity in GRANULARITIES:
             shutil.rmtree(Path(out_dir) / f"{name}_{granularity}", ignore_errors=True)
