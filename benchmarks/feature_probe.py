@@ -32,11 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from benchmarks.synth_bench import add_bench_arguments, ensure_bench
 from pipeline.evaluation.smite50 import read_ground_truth
 from pipeline.io.references import load_reference_set
 from pipeline.io.video import read_frames
 from pipeline.method.backbone_source import TINY_BACKBONE
-from pipeline.synth import generate_benchmark
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt
 from smite_ops.learning import nearest_mask
@@ -48,6 +48,8 @@ PROBE_STEPS = 500
 PROBE_LR = 1e-2
 PROBE_L2 = 1e-4
 TEST_STRIDE, TEST_FRAMES = 6, 8
+PROBE_TIMESTEP = 100
+"""Noise level of the probed pass (the default of ``--timestep``)."""
 
 
 class QueryFeatures:
@@ -157,16 +159,15 @@ def probe_dataset(
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", type=Path, default=Path("/tmp/synth/a"), help="synthetic benchmark folder")
+    add_bench_arguments(parser)
     parser.add_argument("--datasets", nargs="*", help="dataset folder names (default: all)")
     parser.add_argument("--resolutions", nargs="*", type=int, default=[256, 512], help="working resolutions (px)")
-    parser.add_argument("--timestep", type=int, default=100)
+    parser.add_argument("--timestep", type=int, default=PROBE_TIMESTEP)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"command: python -m benchmarks.feature_probe {shlex.join(sys.argv[1:])}")
-    if not args.bench.exists():
-        generate_benchmark(args.bench, seed=0)
+    ensure_bench(args)
     names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
     print("| dataset | resolution | probe mIoU, references (%) | probe mIoU, test video (%) | map-size ceiling (%) |")
     print("|---|---:|---:|---:|---:|")

@@ -10,11 +10,15 @@ For every dataset (kind x granularity) of a benchmark folder written by
 4. evaluates all three with :func:`pipeline.evaluation.evaluate.evaluate_predictions` at the videos' native size,
 
 and prints a markdown table of mIoU (reference convention, %), DAVIS J and F, and flicker (lower is better)
-per dataset, with means per kind and overall. Run::
+per dataset, with means per kind and overall. ``--probe`` adds, per dataset, the linear-probe ceiling of the
+backbone's features at the job's working resolution (:mod:`benchmarks.feature_probe`) and a table per kind:
+smite, the two baselines, the probe and smite's flicker. Run::
 
     .venv/bin/python -m benchmarks.quality --bench /tmp/synth/a [--quick] [--config tiny] [--set KEY=VALUE ...]
+    .venv/bin/python -m benchmarks.quality --bench /tmp/synth/heldout --kinds heldout --size 128 --probe
 
-The benchmark folder is generated first when it does not exist (seed 0, the default benchmark). ``--quick``
+The benchmark folder is generated first when it does not exist (:mod:`benchmarks.synth_bench`: by default seed
+0, the car, face and horse kinds; ``--kinds heldout`` gives the four held-out procedural kinds). ``--quick``
 segments only the first video of each dataset (training is as configured).
 """
 
@@ -32,14 +36,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks.feature_probe import PROBE_TIMESTEP, probe_dataset
+from benchmarks.synth_bench import add_bench_arguments, ensure_bench
 from pipeline.batch.sequential import segment_video_file
 from pipeline.config import JobConfig, load_config
 from pipeline.evaluation.evaluate import EvaluationReport, GroupScores, evaluate_predictions, save_label_maps
 from pipeline.io.references import load_reference_set
 from pipeline.io.video import read_frames
-from pipeline.synth import generate_benchmark
+from pipeline.method.backbone_source import backbone_source
 from pipeline.training.train import train_part_model
+from smite_ops.backbone import load_backbone
 from smite_ops.baselines import AllBackgroundSegmenter, NearestColourSegmenter
+from smite_ops.unet_maps import MapRunner
 
 METHODS = ("smite", "nearest-colour", "all-background")
 
@@ -126,21 +134,36 @@ def markdown_table(results: dict[str, dict[str, GroupScores]]) -> str:
     return "\n".join(lines)
 
 
+def kind_table(results: dict[str, dict[str, GroupScores]], probe: dict[str, float]) -> str:
+    """Per kind (means over its datasets): mIoU of smite, the baselines and the linear probe; smite's flicker."""
+    lines = [
+        "| kind | smite mIoU | nearest-colour | all-background | linear probe (ceiling) | smite flicker |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for kind in dict.fromkeys(name.split("_")[0] for name in results):
+        names = [name for name in results if name.split("_")[0] == kind]
+        scores = {method: _mean([results[n][method] for n in names]) for method in METHODS}
+        cells = [_cell(scores[method].miou_ref, "{:.1f}") for method in METHODS]
+        lines.append(f"| {kind} | {' | '.join(cells)} | {np.mean([probe[n] for n in names]):.1f} | "
+                     f"{_cell(scores['smite'].flicker, '{:.4f}')} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bench", type=Path, default=Path("/tmp/synth/a"), help="synthetic benchmark folder")
+    add_bench_arguments(parser)
     parser.add_argument("--work", type=Path, default=Path("/tmp/smite-quality"), help="models and predictions")
     parser.add_argument("--config", default="tiny", help="job configuration preset or YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--datasets", nargs="*", help="dataset folder names (default: all)")
     parser.add_argument("--quick", action="store_true", help="one video per dataset")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--probe", action="store_true", help="add the linear-probe ceiling and a table per kind")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, "-m", "benchmarks.quality", *sys.argv[1:]]))
-    if not args.bench.exists():
-        generate_benchmark(args.bench, seed=0)
+    ensure_bench(args)
     overrides = [*args.overrides, "output.overlays=false"]
     config = load_config(args.config, overrides)
     names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
@@ -151,6 +174,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name}: smite mIoU {results[name]['smite'].miou_ref:.1f} ({time.perf_counter() - began:.0f} s)")
     print(f"\nconfig {args.config} (digest {config.digest()}), total {time.perf_counter() - started:.0f} s\n")
     print(markdown_table(results))
+    if args.probe:
+        runner = MapRunner(load_backbone(backbone_source(config.model.base), with_text_encoder=True), cross_frame=False)
+        resolution = config.model.resolution
+        probe = {name: probe_dataset(args.bench / name, runner, [resolution], PROBE_TIMESTEP)[resolution]["test"]
+                 for name in names}
+        print(f"\nlinear probe at {resolution} px, timestep {PROBE_TIMESTEP}, on the first video of each dataset\n")
+        print(kind_table(results, probe))
 
 
 if __name__ == "__main__":
