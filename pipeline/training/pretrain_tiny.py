@@ -3,9 +3,12 @@
 Randomly initialised attention is nearly uniform, so SMITE's attention maps carry no part structure; Stable
 Diffusion's are useful because it was pretrained as a denoiser. This script does the same, at toy scale:
 
-1. **Data**: ``--images`` frames per object kind (car, face, horse) rendered by :mod:`pipeline.synth` at
-   ``--size`` pixels from the random streams of master seed ``--data-seed`` (default 1000, disjoint from the
-   benchmark's default seed 0), each with the prompt "<kind> <part> <part> ..." naming its visible parts.
+1. **Data**: ``--images`` frames per drawn object kind (car, face, horse) and ``--generic-images`` frames of
+   each of the first ``--generic-layouts`` procedural kinds ``generic-<i>`` (:mod:`pipeline.synth.procedural`;
+   none by default, and never a held-out layout), rendered by :mod:`pipeline.synth` at ``--size`` pixels from
+   the random streams of master seed ``--data-seed`` (default 1000, disjoint from the benchmark's default seed
+   0), each with the prompt "<kind> <part> <part> ..." naming its visible parts (the kind word of a procedural
+   kind is "object").
 2. **VAE** as an autoencoder on random ``--crop`` pixel crops: mean squared reconstruction error plus
    ``--kl-weight`` times the KL divergence (per sample, summed over latent entries). The latent scaling factor is
    then set to one over the standard deviation of the latents of all frames, as SD's.
@@ -33,8 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pipeline.synth.generate import stream
+from pipeline.synth.procedural import ProceduralKind, generic_kind
 from pipeline.synth.scene import background_texture, random_pose, render
-from pipeline.synth.shapes import KINDS
+from pipeline.synth.shapes import KINDS, ObjectKind
 from smite_ops.conditioning import encode_prompt
 from smite_ops.tiny_model import TinyComponents, build_tiny_components, save_tiny_sd, sd_ddim_scheduler
 
@@ -52,6 +56,8 @@ class PretrainSettings:
     seed: int = 0
     data_seed: int = 1000
     images: int = 150
+    generic_layouts: int = 0
+    generic_images: int = 10
     size: int = 256
     vae_steps: int = 400
     vae_lr: float = 1e-3
@@ -73,17 +79,19 @@ class Frames:
     prompts: list[str]
 
 
-def render_frames(images_per_kind: int, size: int, data_seed: int) -> Frames:
-    """Render ``images_per_kind`` frames of every kind, each prompted with its kind and visible part names."""
+def render_frames(corpus: list[tuple[ObjectKind, int]], size: int, data_seed: int) -> Frames:
+    """Render ``count`` frames of each ``(kind, count)``, each prompted with its kind and visible part names."""
     pictures, prompts = [], []
-    for name, kind in KINDS.items():
-        for index in range(images_per_kind):
+    for kind, count in corpus:
+        name = kind.name
+        word = "object" if isinstance(kind, ProceduralKind) else name
+        for index in range(count):
             rng = stream(data_seed, name, PRETRAIN_ROLE, index)
             instance = kind.sample_instance(rng)
             rgb, labels = render(kind, instance, random_pose(kind, rng), background_texture(rng, size)[:size, :size])
             visible = [kind.fine_parts[i] for i in np.unique(labels) if 0 < i < len(kind.fine_parts)]
             pictures.append(torch.from_numpy(rgb).permute(2, 0, 1))
-            prompts.append(" ".join([name, *visible]))
+            prompts.append(" ".join([word, *visible]))
     return Frames(torch.stack(pictures).float() / 127.5 - 1.0, prompts)
 
 
@@ -188,7 +196,9 @@ def pretrain(settings: PretrainSettings) -> Path:
     generator = torch.Generator().manual_seed(settings.seed)
     parts = build_tiny_components(settings.seed)
     parts.text_encoder.requires_grad_(False)
-    frames = render_frames(settings.images, settings.size, settings.data_seed)
+    corpus = [(kind, settings.images) for kind in KINDS.values()]
+    corpus += [(generic_kind(index), settings.generic_images) for index in range(settings.generic_layouts)]
+    frames = render_frames(corpus, settings.size, settings.data_seed)
     print(f"rendered {len(frames.prompts)} frames of {settings.size} px", flush=True)
     pretrain_vae(parts, frames, settings, generator)
     parts.vae.requires_grad_(False)
@@ -205,7 +215,13 @@ def _parse(argv: list[str] | None) -> PretrainSettings:
     for name, value in vars(defaults).items():
         if name != "out":
             parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    return PretrainSettings(**vars(parser.parse_args(argv)))
+    settings = PretrainSettings(**vars(parser.parse_args(argv)))
+    if settings.crop > settings.size or settings.latent_crop > settings.size // 8:
+        parser.error(f"--crop {settings.crop} and --latent-crop {settings.latent_crop} must fit in a --size "
+                     f"{settings.size} frame and its {settings.size // 8}-cell latent")
+    if settings.images * len(KINDS) + settings.generic_layouts * settings.generic_images < 1:
+        parser.error("nothing to pretrain on: --images and --generic-layouts x --generic-images are 0")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> None:
