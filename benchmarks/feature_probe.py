@@ -17,6 +17,10 @@ can reach on the test videos. For every dataset and working resolution the harne
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.feature_probe --bench /tmp/synth/a [--resolutions 256 512] [--datasets ...]
+    .venv/bin/python -m benchmarks.feature_probe --bench /tmp/synth/heldout --kinds heldout --backbone DIR
+
+``--backbone`` probes another diffusers-format backbone (e.g. one written by
+:mod:`pipeline.training.pretrain_tiny`); the benchmark options are those of :mod:`benchmarks.synth_bench`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from benchmarks.synth_bench import add_bench_arguments, ensure_bench
 from pipeline.evaluation.smite50 import read_ground_truth
 from pipeline.io.references import load_reference_set
 from pipeline.io.video import read_frames
-from pipeline.method.backbone_source import TINY_BACKBONE
+from pipeline.method.backbone_source import backbone_source
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt
 from smite_ops.learning import nearest_mask
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="*", help="dataset folder names (default: all)")
     parser.add_argument("--resolutions", nargs="*", type=int, default=[256, 512], help="working resolutions (px)")
     parser.add_argument("--timestep", type=int, default=PROBE_TIMESTEP)
+    parser.add_argument("--backbone", default="tiny", help="'tiny' (the embedded backbone) or a diffusers folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
     print("| dataset | resolution | probe mIoU, references (%) | probe mIoU, test video (%) | map-size ceiling (%) |")
     print("|---|---:|---:|---:|---:|")
-    runner = MapRunner(load_backbone(str(TINY_BACKBONE), with_text_encoder=True), cross_frame=False)
+    runner = MapRunner(load_backbone(backbone_source(args.backbone), with_text_encoder=True), cross_frame=False)
     for name in names:
         for resolution, scores in probe_dataset(args.bench / name, runner, args.resolutions, args.timestep).items():
             print(f"| {name} | {resolution} | {scores['train']:.1f} | {scores['test']:.1f} | {scores['ceiling']:.1f} |",
