@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.synth import HELDOUT_KINDS, generate_benchmark
+from pipeline.synth import HELDOUT_KINDS, expand_kind_names, generate_benchmark
 from pipeline.synth.generate import GRANULARITIES
 from smite_ops.errors import InputError
 
@@ -29,17 +29,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser, bench: Path = Path("/tm
     parser.add_argument("--references", type=int, default=10, help="reference images per kind")
 
 
-def _kinds(args: argparse.Namespace) -> list[str]:
-    return [name for kind in args.kinds for name in (HELDOUT_KINDS if kind == "heldout" else (kind,))]
-
-
 def ensure_bench(args: argparse.Namespace) -> Path:
     """The benchmark folder of ``args``: generated when missing, else checked against the generation options.
 
     Raises:
         InputError: the folder holds datasets generated with other options (named with the first difference).
     """
-    kinds = _kinds(args)
+    kinds = expand_kind_names(args.kinds)
     expected = {"seed": args.seed, "size": args.size, "num_frames": args.frames}
     if not args.bench.exists():
         generate_benchmark(args.bench, seed=args.seed, size=args.size, num_references=args.references,

@@ -75,6 +75,9 @@ def show_config(config: ConfigOption = None, overrides: SetOption = None) -> Non
     typer.echo(yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
+KINDS_HELP = "comma-separated kinds: car, face, horse, heldout-a .. heldout-d (heldout: all four), generic-<i>"
+
+
 @app.command("synth")
 @reports_input_errors
 def synth(
@@ -83,12 +86,14 @@ def synth(
     size: Annotated[int, typer.Option(help="frame and image size in pixels (square)")] = 256,
     frames: Annotated[int, typer.Option(help="frames per test video")] = 48,
     videos: Annotated[int, typer.Option(help="test videos per object kind")] = 3,
+    kinds: Annotated[str, typer.Option(help=KINDS_HELP)] = "car,face,horse",
 ) -> None:
     """Generate the synthetic part-segmentation benchmark (references, videos, dense ground truth)."""
-    from pipeline.synth import generate_benchmark
+    from pipeline.synth import expand_kind_names, generate_benchmark
 
     start = time.perf_counter()
-    datasets = generate_benchmark(out, seed=seed, size=size, num_frames=frames, videos_per_kind=videos)
+    names = expand_kind_names([kind.strip() for kind in kinds.split(",") if kind.strip()])
+    datasets = generate_benchmark(out, seed=seed, size=size, num_frames=frames, videos_per_kind=videos, kinds=names)
     typer.echo(f"wrote {len(datasets)} datasets in {time.perf_counter() - start:.1f} s:")
     for folder in datasets:
         typer.echo(f"  {folder}")
@@ -219,9 +224,7 @@ def evaluate(
 @reports_input_errors
 def demo(
     out: Annotated[str, typer.Option("--out", "-o", help="folder for data, models, outputs, report")] = "demo_out",
-    kinds: Annotated[
-        str, typer.Option(help="comma-separated object kinds: car, face, horse, heldout-a .. heldout-d, generic-<i>")
-    ] = "car",
+    kinds: Annotated[str, typer.Option(help=KINDS_HELP)] = "car",
     config: Annotated[str, typer.Option("--config", "-c", help="YAML file or preset")] = "tiny",
     overrides: SetOption = None,
     size: Annotated[int, typer.Option(min=32, help="synthetic frame size in pixels")] = 128,
@@ -232,9 +235,9 @@ def demo(
     """Synthetic data -> train the tiny model -> segment on Ray -> evaluate -> HTML report (CPU, offline)."""
     from flows.demo import demo_flow
     from flows.lifeline import guard_children
-    from pipeline.synth import HELDOUT_KINDS, KINDS, find_kind
+    from pipeline.synth import HELDOUT_KINDS, KINDS, expand_kind_names, find_kind
 
-    job_kinds = [kind.strip() for kind in kinds.split(",") if kind.strip()]
+    job_kinds = expand_kind_names([kind.strip() for kind in kinds.split(",") if kind.strip()])
     if unknown := [kind for kind in job_kinds if find_kind(kind) is None]:
         raise InputError(
             f"--kinds {kinds}: unknown kind(s) {unknown}; known: {', '.join([*KINDS, *HELDOUT_KINDS])}, generic-<index>"

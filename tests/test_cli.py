@@ -36,9 +36,9 @@ def test_config_prints_resolved_yaml() -> None:
 
 def test_synth_then_evaluate_ground_truth_against_itself(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    result = run("synth", str(data), "--size", "64", "--frames", "6", "--videos", "1")
+    result = run("synth", str(data), "--size", "64", "--frames", "6", "--videos", "1", "--kinds", "car, heldout")
     assert result.returncode == 0, result.stderr
-    assert "wrote 6 datasets" in result.stdout
+    assert "wrote 10 datasets" in result.stdout and "heldout-d_coarse" in result.stdout
     dataset = data / "car_coarse"
     # ground truth re-written as predictions must score perfectly
     from pipeline.evaluation.evaluate import save_label_maps
@@ -63,6 +63,7 @@ def test_synth_then_evaluate_ground_truth_against_itself(tmp_path: Path) -> None
         (["segment-video", "/none.mp4", "--model", "/tmp/m", "--out", "/tmp/o"], "/none.mp4: no such file"),
         (["evaluate-masks", "/nonexistent/pred", "/nonexistent/gt"], "/nonexistent/"),
         (["synth", "/nonexistent/synth", "--size", "16"], "size=16"),
+        (["synth", "/nonexistent/synth", "--kinds", "car,heldout-z"], "unknown kind(s) ['heldout-z']"),
     ],
 )
 def test_input_errors_exit_2_with_one_line(args: list[str], message: str) -> None:

@@ -6,7 +6,7 @@ by name with :func:`find_kind`.
 """
 
 from pipeline.synth.generate import generate_benchmark
-from pipeline.synth.procedural import HELDOUT_KINDS, find_kind
+from pipeline.synth.procedural import HELDOUT_KINDS, expand_kind_names, find_kind
 from pipeline.synth.shapes import KINDS, ObjectKind
 
-__all__ = ["HELDOUT_KINDS", "KINDS", "ObjectKind", "find_kind", "generate_benchmark"]
+__all__ = ["HELDOUT_KINDS", "KINDS", "ObjectKind", "expand_kind_names", "find_kind", "generate_benchmark"]

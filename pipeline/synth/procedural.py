@@ -305,6 +305,11 @@ def generic_kind(index: int) -> ProceduralKind:
     return ProceduralKind(f"generic-{index}", PRETRAIN_SPACE.layout(index))
 
 
+def expand_kind_names(names: list[str]) -> list[str]:
+    """``names`` with ``heldout`` replaced by the held-out kinds' names (other names unchanged, order kept)."""
+    return [name for entry in names for name in (HELDOUT_KINDS if entry == "heldout" else (entry,))]
+
+
 def find_kind(name: str) -> ObjectKind | None:
     """The kind called ``name``: a drawn kind (:data:`KINDS`), a held-out kind or ``generic-<index>``; None if none."""
     if name in KINDS:
