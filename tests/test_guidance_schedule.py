@@ -18,6 +18,7 @@ import torch
 import smite_ops.guidance as guidance
 from smite_ops.backbone import load_backbone
 from smite_ops.guidance import GuidanceError, GuidanceSettings, GuidedSegmenter, GuidedWindow, ddim_step
+from smite_ops.lowpass import lowpass_energy, lowpass_mask
 from smite_ops.part_model import PartModel
 from smite_ops.segmentation import SegmentSettings, WindowSegmenter
 from smite_ops.tracking.base import Tracks
@@ -191,3 +192,72 @@ def test_gradient_checkpointing_costs_one_more_forward_per_update() -> None:
     plain = GuidanceSettings(reg_weight=8.0).frame_forwards(16)
     assert GuidanceSettings(reg_weight=8.0, gradient_checkpointing=True).frame_forwards(16) == (5 + 4 * 15 * 3) * 16
     assert plain == (5 + 3 * 15 * 3) * 16
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_the_runner_counts_the_updates_the_settings_predict(
+    runner: MapRunner, conditioning: torch.Tensor, checkpointing: bool
+) -> None:
+    """Slices (0, 2) and (2, 3): each update counts its own frames' backward, 2 or 3 frame-forwards per frame.
+    ``frame_forwards`` also counts the unguided reference pass, which the segmenter runs, not the window."""
+    settings = GuidanceSettings(
+        track_weight=1.0, timesteps=STEPS, iterations=2, slice_frames=2, gradient_checkpointing=checkpointing
+    )
+    runner.frame_forwards = 0
+    guide(runner, conditioning, settings)
+    assert runner.frame_forwards == settings.frame_forwards(FRAMES) - FRAMES
+
+
+@pytest.mark.parametrize(("track_weight", "reg_weight"), [(1.0, 0.0), (0.0, 1.0)])
+def test_a_term_at_weight_zero_is_not_computed(
+    runner: MapRunner, conditioning: torch.Tensor, monkeypatch: pytest.MonkeyPatch, track_weight: float,
+    reg_weight: float,
+) -> None:
+    calls = {"track": 0, "reg": 0}
+    real_track, real_reg = guidance.track_energy, guidance.lowpass_energy
+
+    def track(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["track"] += 1
+        return real_track(*args, **kwargs)
+
+    def reg(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["reg"] += 1
+        return real_reg(*args, **kwargs)
+
+    monkeypatch.setattr(guidance, "track_energy", track)
+    monkeypatch.setattr(guidance, "lowpass_energy", reg)
+    settings = GuidanceSettings(
+        track_weight=track_weight, reg_weight=reg_weight, timesteps=STEPS, iterations=1, slice_frames=2
+    )
+    guide(runner, conditioning, settings)
+    updates = 2 * 2  # 2 optimised steps x 2 slices
+    assert calls == {"track": updates * (track_weight > 0), "reg": updates * (reg_weight > 0)}
+
+
+@pytest.mark.parametrize("span", ["slice", "window"])
+def test_the_regulariser_low_passes_the_slice_or_the_whole_window(
+    runner: MapRunner, conditioning: torch.Tensor, span: str
+) -> None:
+    """E_Reg of slice [1, 3) of a 4-frame window, rebuilt from its parts: the slice's maps alone (``slice``) or
+    spliced into the other frames' latest maps against the whole reference (``window``), a spatio-temporal mask
+    with its own temporal threshold, normalised by the slice's map entries whatever the span."""
+    settings = GuidanceSettings(
+        track_weight=0.0, reg_weight=2.0, lowpass="spatiotemporal", temporal_threshold=0.25, dct_span=span
+    )
+    window = GuidedWindow(runner, conditioning, PARTS, settings)
+    draw = torch.Generator().manual_seed(5)
+    maps = torch.rand(2, PARTS, LATENT, LATENT, generator=draw)
+    latest, reference, voted = (torch.rand(4, PARTS, LATENT, LATENT, generator=draw) for _ in range(3))
+    energy = window.energy(maps, 1, 3, voted, reference, latest, threshold=0.5)
+    if span == "window":
+        volume, target = torch.cat([latest[:1], maps, latest[3:]]), reference
+    else:
+        volume, target = maps, reference[1:3]
+    mask = lowpass_mask(len(volume), LATENT, LATENT, 0.5, "spatiotemporal", 0.25)
+    expected = 2.0 * lowpass_energy(volume, target, mask, normaliser=maps.numel())
+    assert energy.item() == pytest.approx(expected.item(), rel=1e-6)
+    if span == "window":  # 4 frames: the temporal threshold keeps 1 of them, the spatial one would keep 2
+        loose = lowpass_mask(len(volume), LATENT, LATENT, 0.5, "spatiotemporal", 0.5)
+        assert 2.0 * lowpass_energy(volume, target, loose, normaliser=maps.numel()).item() != pytest.approx(
+            expected.item()
+        )
