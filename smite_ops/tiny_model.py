@@ -34,17 +34,21 @@ TINY_TEXT_LENGTH = 77
 _BOS, _EOS = "<|startoftext|>", "<|endoftext|>"
 
 
-def tiny_unet_config() -> dict[str, object]:
-    """Config of the tiny SD-shaped ``UNet2DConditionModel`` (~2.0 M parameters, 4 latent channels)."""
+def tiny_unet_config(width: int = 1) -> dict[str, object]:
+    """Config of the tiny SD-shaped ``UNet2DConditionModel`` (~2.0 M parameters, 4 latent channels).
+
+    ``width`` multiplies every block's channels and heads (head dim stays 16): about ``width**2`` times the
+    parameters.
+    """
     return {
         "sample_size": 16,
         "in_channels": 4,
         "out_channels": 4,
         "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
         "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
-        "block_out_channels": [32, 48, 48, 48],
+        "block_out_channels": [32 * width, 48 * width, 48 * width, 48 * width],
         "layers_per_block": 2,
-        "attention_head_dim": [2, 3, 3, 3],  # diffusers' legacy name: number of heads -> head dim 16
+        "attention_head_dim": [2 * width, 3 * width, 3 * width, 3 * width],  # legacy name: heads; head dim 16
         "cross_attention_dim": TINY_CROSS_ATTENTION_DIM,
         "norm_num_groups": 8,
         "use_linear_projection": True,
@@ -114,14 +118,16 @@ class TinyComponents:
     tokenizer: CLIPTokenizer
 
 
-def build_tiny_components(seed: int = 0) -> TinyComponents:
+def build_tiny_components(seed: int = 0, unet_width: int = 1) -> TinyComponents:
     """Fresh tiny modules with the libraries' default initialisation, drawn under ``torch.manual_seed(seed)``.
+
+    ``unet_width`` widens the UNet (:func:`tiny_unet_config`); the VAE and text encoder stay as they are.
 
     The global RNG state is restored afterwards; the same seed gives identical weights.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**tiny_unet_config())
+        unet = UNet2DConditionModel(**tiny_unet_config(unet_width))
         vae = AutoencoderKL(**tiny_vae_config())
         tokenizer = _byte_level_tokenizer()
         text_encoder = _text_encoder(tokenizer)

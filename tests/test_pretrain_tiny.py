@@ -27,9 +27,11 @@ def test_a_short_pretraining_on_a_generic_corpus_writes_a_loadable_backbone(tmp_
     out = tmp_path / "tiny"
     main(["--out", str(out), "--images", "0", "--generic-layouts", "2", "--generic-images", "2", "--size", "64",
           "--crop", "32", "--latent-crop", "8", "--vae-steps", "2", "--unet-steps", "2", "--batch", "2",
-          "--log-every", "1"])
+          "--log-every", "1", "--unet-width", "2"])
     backbone = load_backbone(str(out), with_text_encoder=True)
     assert backbone.vae.config.scaling_factor > 0 and backbone.text_encoder is not None
+    assert list(backbone.unet.config.block_out_channels) == [64, 96, 96, 96]
+    assert backbone.unet.config.attention_head_dim == [4, 6, 6, 6]
 
 
 def test_crops_larger_than_the_frames_are_refused(capsys) -> None:

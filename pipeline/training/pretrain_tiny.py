@@ -17,9 +17,11 @@ Diffusion's are useful because it was pretrained as a denoiser. This script does
    probability 0.1, for classifier-free guidance). Half of the timesteps are drawn from ``[1, 200]`` (SMITE reads
    attention at small timesteps), half from ``[1, 999]``.
 
-The text encoder keeps its seeded random initialisation (distinct words still get distinct encodings). All
-randomness derives from ``--seed``: the same arguments and library versions give the same weights. Losses are
-printed every ``--log-every`` steps. The defaults take about 15 minutes on one CPU core (``--threads``).
+``--unet-width`` multiplies the UNet's channels and heads (:func:`smite_ops.tiny_model.tiny_unet_config`; the
+shipped backbone uses 1). The text encoder keeps its seeded random initialisation (distinct words still get
+distinct encodings). All randomness derives from ``--seed``: the same arguments and library versions give the
+same weights. Losses are printed every ``--log-every`` steps. The defaults take about 15 minutes on one CPU core
+(``--threads``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class PretrainSettings:
     images: int = 150
     generic_layouts: int = 0
     generic_images: int = 10
+    unet_width: int = 1
     size: int = 256
     vae_steps: int = 400
     vae_lr: float = 1e-3
@@ -194,7 +197,7 @@ def pretrain(settings: PretrainSettings) -> Path:
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
-    parts = build_tiny_components(settings.seed)
+    parts = build_tiny_components(settings.seed, settings.unet_width)
     parts.text_encoder.requires_grad_(False)
     corpus = [(kind, settings.images) for kind in KINDS.values()]
     corpus += [(generic_kind(index), settings.generic_images) for index in range(settings.generic_layouts)]
