@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.synth_bench import add_bench_arguments, ensure_bench
+from benchmarks.synth_bench import add_bench_arguments, dataset_names, ensure_bench_or_exit
 from pipeline.evaluation.smite50 import read_ground_truth
 from pipeline.io.references import load_reference_set
 from pipeline.io.video import read_frames
@@ -160,6 +160,11 @@ def probe_dataset(
     return scores
 
 
+def probe_runner(backbone: str) -> MapRunner:
+    """A map runner on ``backbone`` ('tiny' or a diffusers folder) for single frames (no cross-frame attention)."""
+    return MapRunner(load_backbone(backbone_source(backbone), with_text_encoder=True), cross_frame=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -172,11 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"command: python -m benchmarks.feature_probe {shlex.join(sys.argv[1:])}")
-    ensure_bench(args)
-    names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
+    ensure_bench_or_exit(parser, args)
+    names = dataset_names(args)
     print("| dataset | resolution | probe mIoU, references (%) | probe mIoU, test video (%) | map-size ceiling (%) |")
     print("|---|---:|---:|---:|---:|")
-    runner = MapRunner(load_backbone(backbone_source(args.backbone), with_text_encoder=True), cross_frame=False)
+    runner = probe_runner(args.backbone)
     for name in names:
         for resolution, scores in probe_dataset(args.bench / name, runner, args.resolutions, args.timestep).items():
             print(f"| {name} | {resolution} | {scores['train']:.1f} | {scores['test']:.1f} | {scores['ceiling']:.1f} |",

@@ -36,18 +36,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks.feature_probe import PROBE_TIMESTEP, probe_dataset
-from benchmarks.synth_bench import add_bench_arguments, ensure_bench
+from benchmarks.feature_probe import PROBE_TIMESTEP, probe_dataset, probe_runner
+from benchmarks.synth_bench import add_bench_arguments, dataset_names, ensure_bench_or_exit
 from pipeline.batch.sequential import segment_video_file
 from pipeline.config import JobConfig, load_config
 from pipeline.evaluation.evaluate import EvaluationReport, GroupScores, evaluate_predictions, save_label_maps
 from pipeline.io.references import load_reference_set
 from pipeline.io.video import read_frames
-from pipeline.method.backbone_source import backbone_source
 from pipeline.training.train import train_part_model
-from smite_ops.backbone import load_backbone
 from smite_ops.baselines import AllBackgroundSegmenter, NearestColourSegmenter
-from smite_ops.unet_maps import MapRunner
 
 METHODS = ("smite", "nearest-colour", "all-background")
 
@@ -119,6 +116,14 @@ def _mean(groups: list[GroupScores]) -> GroupScores:
     return GroupScores(videos=sum(g.videos for g in groups), frames=sum(g.frames for g in groups), **means)
 
 
+def _datasets_by_kind(results: dict[str, dict[str, GroupScores]]) -> dict[str, list[str]]:
+    """Dataset names grouped by kind (the part of ``<kind>_<granularity>`` before the underscore), in result order."""
+    groups: dict[str, list[str]] = {}
+    for name in results:
+        groups.setdefault(name.split("_")[0], []).append(name)
+    return groups
+
+
 def markdown_table(results: dict[str, dict[str, GroupScores]]) -> str:
     """Rows per dataset and method, then per-kind and overall means over datasets."""
     lines = [
@@ -127,9 +132,7 @@ def markdown_table(results: dict[str, dict[str, GroupScores]]) -> str:
     ]
     for dataset, scores in results.items():
         lines += [_row(dataset, method, scores[method]) for method in METHODS]
-    kinds = dict.fromkeys(name.split("_")[0] for name in results)
-    for kind in [*kinds, "all"]:
-        names = [name for name in results if kind == "all" or name.split("_")[0] == kind]
+    for kind, names in {**_datasets_by_kind(results), "all": list(results)}.items():
         lines += [_row(f"**{kind}**", method, _mean([results[n][method] for n in names])) for method in METHODS]
     return "\n".join(lines)
 
@@ -140,8 +143,7 @@ def kind_table(results: dict[str, dict[str, GroupScores]], probe: dict[str, floa
         "| kind | smite mIoU | nearest-colour | all-background | linear probe (ceiling) | smite flicker |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for kind in dict.fromkeys(name.split("_")[0] for name in results):
-        names = [name for name in results if name.split("_")[0] == kind]
+    for kind, names in _datasets_by_kind(results).items():
         scores = {method: _mean([results[n][method] for n in names]) for method in METHODS}
         cells = [_cell(scores[method].miou_ref, "{:.1f}") for method in METHODS]
         lines.append(f"| {kind} | {' | '.join(cells)} | {np.mean([probe[n] for n in names]):.1f} | "
@@ -163,10 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print("command: " + " ".join(shlex.quote(a) for a in [sys.executable, "-m", "benchmarks.quality", *sys.argv[1:]]))
-    ensure_bench(args)
+    ensure_bench_or_exit(parser, args)
     overrides = [*args.overrides, "output.overlays=false"]
     config = load_config(args.config, overrides)
-    names = args.datasets or sorted(p.name for p in args.bench.iterdir() if (p / "dataset.json").is_file())
+    names = dataset_names(args)
     results, started = {}, time.perf_counter()
     for name in names:
         began = time.perf_counter()
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nconfig {args.config} (digest {config.digest()}), total {time.perf_counter() - started:.0f} s\n")
     print(markdown_table(results))
     if args.probe:
-        runner = MapRunner(load_backbone(backbone_source(config.model.base), with_text_encoder=True), cross_frame=False)
+        runner = probe_runner(config.model.base)
         resolution = config.model.resolution
         probe = {name: probe_dataset(args.bench / name, runner, [resolution], PROBE_TIMESTEP)[resolution]["test"]
                  for name in names}
