@@ -19,6 +19,7 @@ import typer
 import yaml
 
 from pipeline.config import load_config
+from pipeline.synth import KNOWN_KIND_NAMES, UnknownKindError, expand_kind_names, find_kinds
 from smite_ops.errors import InputError
 
 app = typer.Typer(
@@ -75,7 +76,21 @@ def show_config(config: ConfigOption = None, overrides: SetOption = None) -> Non
     typer.echo(yaml.safe_dump(job.model_dump(mode="json"), sort_keys=False).rstrip())
 
 
-KINDS_HELP = "comma-separated kinds: car, face, horse, heldout-a .. heldout-d (heldout: all four), generic-<i>"
+KINDS_HELP = f"comma-separated kinds: {KNOWN_KIND_NAMES}"
+
+
+def _kind_names(kinds: str) -> list[str]:
+    """The kind names of a comma-separated ``--kinds`` value, ``heldout`` expanded.
+
+    Raises:
+        InputError: a name that is no kind (the one-line message names them all and the known names).
+    """
+    names = expand_kind_names([kind.strip() for kind in kinds.split(",") if kind.strip()])
+    try:
+        find_kinds(names)
+    except UnknownKindError as err:
+        raise InputError(f"--kinds {kinds}: {err}") from None
+    return names
 
 
 @app.command("synth")
@@ -89,10 +104,10 @@ def synth(
     kinds: Annotated[str, typer.Option(help=KINDS_HELP)] = "car,face,horse",
 ) -> None:
     """Generate the synthetic part-segmentation benchmark (references, videos, dense ground truth)."""
-    from pipeline.synth import expand_kind_names, generate_benchmark
+    from pipeline.synth import generate_benchmark
 
     start = time.perf_counter()
-    names = expand_kind_names([kind.strip() for kind in kinds.split(",") if kind.strip()])
+    names = _kind_names(kinds)
     datasets = generate_benchmark(out, seed=seed, size=size, num_frames=frames, videos_per_kind=videos, kinds=names)
     typer.echo(f"wrote {len(datasets)} datasets in {time.perf_counter() - start:.1f} s:")
     for folder in datasets:
@@ -235,13 +250,8 @@ def demo(
     """Synthetic data -> train the tiny model -> segment on Ray -> evaluate -> HTML report (CPU, offline)."""
     from flows.demo import demo_flow
     from flows.lifeline import guard_children
-    from pipeline.synth import HELDOUT_KINDS, KINDS, expand_kind_names, find_kind
 
-    job_kinds = expand_kind_names([kind.strip() for kind in kinds.split(",") if kind.strip()])
-    if unknown := [kind for kind in job_kinds if find_kind(kind) is None]:
-        raise InputError(
-            f"--kinds {kinds}: unknown kind(s) {unknown}; known: {', '.join([*KINDS, *HELDOUT_KINDS])}, generic-<index>"
-        )
+    job_kinds = _kind_names(kinds)
     load_config(config, overrides or [])
     guard_children()
     run = demo_flow(out, job_kinds, config=config, overrides=overrides, size=size, frames=frames, videos=videos,

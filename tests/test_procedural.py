@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.io.references import load_reference_set
-from pipeline.synth import HELDOUT_KINDS, find_kind, generate_benchmark
-from pipeline.synth.generate import SynthError, stream
+from pipeline.synth import HELDOUT_KINDS, UnknownKindError, find_kind, generate_benchmark
+from pipeline.synth.generate import stream
 from pipeline.synth.procedural import HELDOUT_SPACE, PRETRAIN_SPACE, ProceduralKind, generic_kind
 from pipeline.synth.scene import random_pose, render
 
@@ -104,5 +104,5 @@ def test_benchmark_of_heldout_and_generic_kinds(tmp_path: Path) -> None:
         for fine_mask, coarse_mask in zip(fine.masks, coarse.masks, strict=True):
             assert np.array_equal(np.asarray(kind.fine_to_coarse)[fine_mask], coarse_mask)
         assert (tmp_path / f"{name}_fine" / "videos" / f"{name}_00.mp4").is_file()
-    with pytest.raises(SynthError, match=r"unknown kind\(s\) \['generic-'\].*heldout-a.*generic-<index>"):
+    with pytest.raises(UnknownKindError, match=r"unknown kind\(s\) \['generic-'\].*heldout-a.*generic-<index>"):
         generate_benchmark(tmp_path, kinds=["generic-"])

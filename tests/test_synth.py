@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.evaluation.smite50 import read_ground_truth
 from pipeline.io.references import load_reference_set
 from pipeline.io.video import probe_video, read_frames
-from pipeline.synth import KINDS, generate_benchmark
+from pipeline.synth import KINDS, UnknownKindError, generate_benchmark
 from pipeline.synth.generate import SynthError, stream
 from pipeline.synth.scene import random_scene, render_video
 
@@ -144,11 +144,15 @@ def test_video_frames_match_dense_ground_truth_and_the_rendered_scene(small: Pat
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"kinds": ["car", "boat"]}, "boat"), ({"num_frames": 1}, "num_frames=1"), ({"size": 16}, "size=16")],
+    ("kwargs", "error", "message"),
+    [
+        ({"kinds": ["car", "boat"]}, UnknownKindError, r"unknown kind\(s\) \['boat'\]"),
+        ({"num_frames": 1}, SynthError, "num_frames=1"),
+        ({"size": 16}, SynthError, "size=16"),
+    ],
 )
-def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict, message: str) -> None:
-    with pytest.raises(SynthError, match=message):
+def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
         generate_benchmark(tmp_path, **kwargs)
     assert not any(tmp_path.iterdir())
 

@@ -32,7 +32,7 @@ import numpy as np
 from pipeline.evaluation.smite50 import write_ground_truth
 from pipeline.io.references import write_reference_set
 from pipeline.io.video import write_video
-from pipeline.synth.procedural import HELDOUT_KINDS, find_kind
+from pipeline.synth.procedural import find_kinds
 from pipeline.synth.scene import background_texture, random_pose, random_scene, render, render_video
 from pipeline.synth.shapes import KINDS, ObjectKind
 from smite_ops.errors import InputError
@@ -43,7 +43,7 @@ _REFERENCE, _VIDEO = 0, 1
 
 
 class SynthError(InputError):
-    """Arguments the synthetic benchmark cannot be generated with (an unknown kind, a count or size out of range)."""
+    """Arguments the synthetic benchmark cannot be generated with (a count or size out of range)."""
 
 
 def stream(seed: int, kind: str, role: int, index: int) -> np.random.Generator:
@@ -122,14 +122,10 @@ def generate_benchmark(
         The dataset folders written, ``<out_dir>/<kind>_<granularity>``, fine before coarse per kind.
 
     Raises:
-        SynthError: an unknown kind or an out-of-range count or size.
+        UnknownKindError: an unknown kind.
+        SynthError: an out-of-range count or size.
     """
-    names = list(KINDS) if kinds is None else list(kinds)
-    if unknown := [name for name in names if find_kind(name) is None]:
-        raise SynthError(
-            f"generate_benchmark: unknown kind(s) {unknown}; known: {sorted(KINDS)}, {sorted(HELDOUT_KINDS)} and "
-            "generic-<index>"
-        )
+    by_name = find_kinds(list(KINDS) if kinds is None else list(kinds))
     if size < 32 or num_references < 1 or videos_per_kind < 1 or num_frames < 2:
         raise SynthError(
             f"generate_benchmark: need size >= 32, num_references >= 1, videos_per_kind >= 1, num_frames >= 2; got "
@@ -137,9 +133,7 @@ def generate_benchmark(
         )
     meta = {"seed": seed, "size": size, "num_frames": num_frames, "fps": FPS}
     written = []
-    for name in names:
-        kind = find_kind(name)
-        assert kind is not None
+    for name, kind in by_name.items():
         references = [_reference(kind, stream(seed, name, _REFERENCE, index), size) for index in range(num_references)]
         for granularity in GRANULARITIES:
             shutil.rmtree(Path(out_dir) / f"{name}_{granularity}", ignore_errors=True)

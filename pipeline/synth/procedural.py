@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.synth.raster import Capsule, Ellipse, Part, Polygon, Texture, affine
 from pipeline.synth.shapes import KINDS, Colour, ObjectKind, random_colour
+from smite_ops.errors import InputError
 
 Primitive = Literal["capsule", "ellipse", "quad"]
 PRIMITIVES: tuple[Primitive, ...] = ("capsule", "ellipse", "quad")
@@ -271,12 +272,7 @@ class ProceduralKind(ObjectKind):
 
 def _radius(parts: list[Part]) -> float:
     """The largest distance from the origin of a corner of any part's bounding box (object units)."""
-    corners = [
-        part.transform @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1.0] * 4])
-        for part in parts
-        for x0, y0, x1, y1 in [part.shape.bounds()]
-    ]
-    return float(max(np.hypot(c[0], c[1]).max() for c in corners))
+    return float(max(np.hypot(*part.corners()).max() for part in parts))
 
 
 def _segment_shape(primitive: Primitive, length: float, width: float) -> Capsule | Ellipse | Polygon:
@@ -310,6 +306,14 @@ def expand_kind_names(names: list[str]) -> list[str]:
     return [name for entry in names for name in (HELDOUT_KINDS if entry == "heldout" else (entry,))]
 
 
+KNOWN_KIND_NAMES = f"{', '.join(KINDS)}, heldout-a .. heldout-d (heldout: all four), generic-<index>"
+"""The kind names :func:`find_kind` and :func:`expand_kind_names` accept, for help texts and errors."""
+
+
+class UnknownKindError(InputError):
+    """A kind name :func:`find_kind` does not know."""
+
+
 def find_kind(name: str) -> ObjectKind | None:
     """The kind called ``name``: a drawn kind (:data:`KINDS`), a held-out kind or ``generic-<index>``; None if none."""
     if name in KINDS:
@@ -318,3 +322,15 @@ def find_kind(name: str) -> ObjectKind | None:
         return HELDOUT_KINDS[name]
     match = _GENERIC.fullmatch(name)
     return generic_kind(int(match.group(1))) if match else None
+
+
+def find_kinds(names: list[str]) -> dict[str, ObjectKind]:
+    """The kinds called ``names``, by name (order kept).
+
+    Raises:
+        UnknownKindError: some names are no kind (all of them named, with the known names).
+    """
+    kinds = {name: find_kind(name) for name in names}
+    if unknown := [name for name, kind in kinds.items() if kind is None]:
+        raise UnknownKindError(f"unknown kind(s) {unknown}; known: {KNOWN_KIND_NAMES}")
+    return {name: kind for name, kind in kinds.items() if kind is not None}

@@ -126,6 +126,11 @@ class Part:
     colour: tuple[float, ...]
     texture: Texture = "flat"
 
+    def corners(self) -> np.ndarray:
+        """``(2, 4)`` image coordinates (x; y) of the corners of the shape's local bounding box."""
+        x0, y0, x1, y1 = self.shape.bounds()
+        return (self.transform @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1.0, 1.0, 1.0, 1.0]]))[:2]
+
     def placed(self, outer: np.ndarray) -> Part:
         """The same part with ``outer`` applied after its own transform (e.g. the object's pose)."""
         return Part(self.material, self.shape, outer @ self.transform, self.colour, self.texture)
@@ -162,8 +167,7 @@ class Canvas:
 
     def paint(self, part: Part) -> None:
         """Paint one primitive over what is there (only its image-space bounding box is evaluated)."""
-        x0, y0, x1, y1 = part.shape.bounds()
-        corners = part.transform @ np.array([[x0, x1, x0, x1], [y0, y0, y1, y1], [1.0, 1.0, 1.0, 1.0]])
+        corners = part.corners()
         height, width = self.material.shape
         c0, c1 = max(int(np.floor(corners[0].min())), 0), min(int(np.ceil(corners[0].max())) + 1, width)
         r0, r1 = max(int(np.floor(corners[1].min())), 0), min(int(np.ceil(corners[1].max())) + 1, height)
