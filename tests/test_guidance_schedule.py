@@ -9,6 +9,7 @@ the 4 latent channels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,18 +215,15 @@ def test_a_term_at_weight_zero_is_not_computed(
     reg_weight: float,
 ) -> None:
     calls = {"track": 0, "reg": 0}
-    real_track, real_reg = guidance.track_energy, guidance.lowpass_energy
 
-    def track(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls["track"] += 1
-        return real_track(*args, **kwargs)
+    def counted(term: str, energy: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def call(*args: Any, **kwargs: Any) -> torch.Tensor:
+            calls[term] += 1
+            return energy(*args, **kwargs)
+        return call
 
-    def reg(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls["reg"] += 1
-        return real_reg(*args, **kwargs)
-
-    monkeypatch.setattr(guidance, "track_energy", track)
-    monkeypatch.setattr(guidance, "lowpass_energy", reg)
+    monkeypatch.setattr(guidance, "track_energy", counted("track", guidance.track_energy))
+    monkeypatch.setattr(guidance, "lowpass_energy", counted("reg", guidance.lowpass_energy))
     settings = GuidanceSettings(
         track_weight=track_weight, reg_weight=reg_weight, timesteps=STEPS, iterations=1, slice_frames=2
     )

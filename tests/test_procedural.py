@@ -1,5 +1,6 @@
 """Procedural kinds: deterministic layouts, pretraining and held-out spaces that share none, drawable instances."""
 
+import dataclasses
 import zlib
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def _renders(kind: ProceduralKind, count: int, phase: float | None = None) -> li
         instance = kind.sample_instance(rng)
         pose = random_pose(kind, rng)
         if phase is not None:
-            pose = type(pose)(pose.x, pose.y, pose.scale, pose.angle, phase)
+            pose = dataclasses.replace(pose, phase=phase)
         drawn.append(render(kind, instance, pose, np.zeros((SIZE, SIZE, 3), np.float32)))
     return drawn
 
