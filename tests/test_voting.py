@@ -50,6 +50,15 @@ def test_official_projection_rounds_half_to_even_where_pixel_centre_floors() -> 
         project_to_grid(points, visible, (512, 512), (64, 64), "nearest")  # type: ignore[arg-type]
 
 
+def test_cells_are_exact_at_boundaries_of_a_ratio_that_floats_do_not_hold() -> None:
+    """64 / 720 and 48 / 600 are not binary fractions: pixel 11.25 lies exactly half-way (0.5 -> cell 0, half to
+    even) and pixel 12 exactly on a cell edge ((12 + 0.5) * 48 / 600 = 1 -> cell 1); a float32 scale misses both."""
+    visible = torch.ones(1, 1, dtype=torch.bool)
+    official, _ = project_to_grid(torch.tensor([[[11.25, 0.0]]]), visible, (720, 720), (64, 64))
+    centre, _ = project_to_grid(torch.tensor([[[12.0, 0.0]]]), visible, (600, 600), (48, 48), "pixel_centre")
+    assert (official.item(), centre.item()) == (0, 1)
+
+
 def test_voting_windows_follow_the_reference_and_shrink_for_short_windows() -> None:
     windows = voting_windows(16, 15)
     for i in range(16):
@@ -57,6 +66,8 @@ def test_voting_windows_follow_the_reference_and_shrink_for_short_windows() -> N
         assert torch.nonzero(windows[i]).flatten().tolist() == expected
     assert voting_windows(5, 15).all()
     assert torch.nonzero(voting_windows(10, 3)[4]).flatten().tolist() == [3, 4, 5]
+    assert voting_windows(1, 15).tolist() == [[True]]  # a one-frame clip votes with itself
+    assert torch.equal(voting_windows(4, 1), torch.eye(4, dtype=torch.bool))  # window 1: each frame alone
 
 
 def test_vote_on_hand_made_tracks() -> None:
@@ -122,7 +133,7 @@ def loop_vote(maps: torch.Tensor, cells: torch.Tensor, valid: torch.Tensor, wind
     return out.reshape(maps.shape)
 
 
-@pytest.mark.parametrize(("frames", "window"), [(6, 15), (9, 5), (8, 4)])
+@pytest.mark.parametrize(("frames", "window"), [(6, 15), (9, 5), (8, 4), (1, 15), (5, 1)])
 def test_vote_matches_a_loop_oracle(frames: int, window: int) -> None:
     generator = torch.Generator().manual_seed(frames)
     maps = torch.randn(frames, 4, 5, 5, generator=generator, dtype=torch.float64)
@@ -130,6 +141,12 @@ def test_vote_matches_a_loop_oracle(frames: int, window: int) -> None:
     visible = torch.rand(frames, 30, generator=generator) > 0.3
     cells, valid = project_to_grid(points, visible, (40, 40), (5, 5))
     torch.testing.assert_close(vote(maps, cells, valid, window), loop_vote(maps, cells, valid, window))
+
+
+def test_a_vote_without_tracks_keeps_the_maps() -> None:
+    maps = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    no_tracks = torch.zeros(3, 0, dtype=torch.long)
+    assert torch.equal(vote(maps, no_tracks, no_tracks.bool()), maps)
 
 
 def test_soft_track_energy_vanishes_with_its_gradient_at_the_votes() -> None:
