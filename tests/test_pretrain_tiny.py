@@ -1,5 +1,6 @@
 """Pretraining the tiny backbone: the corpus (drawn and procedural kinds) and a checkpoint the production path loads."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 from pipeline.synth import KINDS
 from pipeline.synth.procedural import generic_kind
-from pipeline.training.pretrain_tiny import main, render_frames
+from pipeline.training.pretrain_tiny import PAUSED_EXIT_STATUS, main, render_frames
 from smite_ops.backbone import load_backbone
 
 
@@ -32,6 +33,60 @@ def test_a_short_pretraining_on_a_generic_corpus_writes_a_loadable_backbone(tmp_
     assert backbone.vae.config.scaling_factor > 0 and backbone.text_encoder is not None
     assert list(backbone.unet.config.block_out_channels) == [64, 96, 96, 96]
     assert backbone.unet.config.attention_head_dim == [4, 6, 6, 6]
+
+
+SMALL_RUN = ["--images", "0", "--generic-layouts", "2", "--generic-images", "2", "--size", "64", "--crop", "32",
+             "--latent-crop", "8", "--vae-steps", "2", "--unet-steps", "2", "--batch", "2", "--checkpoint-every", "1"]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    backbone = load_backbone(str(folder))
+    return {**backbone.unet.state_dict(), **{f"vae.{k}": v for k, v in backbone.vae.state_dict().items()}}
+
+
+def test_a_run_split_at_every_step_writes_the_weights_of_an_uninterrupted_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    main(["--out", str(whole), *SMALL_RUN])
+    statuses = []
+    for _ in range(4):  # a budget that is always spent: pause at each of vae 1, vae 2, unet 1; unet 2 finishes
+        try:
+            main(["--out", str(split), *SMALL_RUN, "--budget-minutes", "1e-9"])
+            statuses.append(0)
+        except SystemExit as stopped:
+            statuses.append(stopped.code)
+            assert (split / "pretrain-state.pt").is_file() and not (split / "unet").exists()
+    assert statuses == [PAUSED_EXIT_STATUS] * 3 + [0]
+    output = capsys.readouterr().out
+    assert "paused at vae step 1" in output and "resuming unet step 1" in output
+    assert "over 4 run(s)" in output and json.loads((split / "pretrain.json").read_text())["runs"] == 4
+    assert not (split / "pretrain-state.pt").exists() and not (tmp_path / "split.partial").exists()
+    reference, resumed = _weights(whole), _weights(split)
+    assert reference.keys() == resumed.keys()
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+
+
+def test_a_saved_state_of_other_settings_or_a_foreign_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit, match=str(PAUSED_EXIT_STATUS)):
+        main(["--out", str(out), *SMALL_RUN, "--budget-minutes", "1e-9"])
+    saved = (out / "pretrain-state.pt").read_bytes()
+    with pytest.raises(SystemExit, match="2"):
+        main(["--out", str(out), *SMALL_RUN, "--unet-steps", "3"])
+    assert "saved by a run with other settings: unet_steps 2 (asked 3); use another --out" in capsys.readouterr().err
+    assert (out / "pretrain-state.pt").read_bytes() == saved
+    (out / "pretrain-state.pt").write_bytes(saved[: len(saved) // 2])
+    with pytest.raises(SystemExit, match="2"):
+        main(["--out", str(out), *SMALL_RUN])
+    assert "pretrain-state.pt: unreadable run state" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="2"):
+        main(["--out", str(tmp_path), *SMALL_RUN])
+    assert "holds ['notes.txt', 'run'], not a pretraining checkpoint" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_crops_larger_than_the_frames_are_refused(capsys) -> None:

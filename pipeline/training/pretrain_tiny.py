@@ -22,15 +22,30 @@ shipped backbone uses 1). The text encoder keeps its seeded random initialisatio
 distinct encodings). All randomness derives from ``--seed``: the same arguments and library versions give the
 same weights. Losses are printed every ``--log-every`` steps. The defaults take about 15 minutes on one CPU core
 (``--threads``).
+
+**Resumable**: every ``--checkpoint-every`` steps of a stage (and at its end) the run state (weights, optimiser,
+schedule, random stream, step) is saved to ``<out>/pretrain-state.pt``. With ``--budget-minutes`` the run pauses at
+the first save past its budget and exits with status 75; the same command continues from the saved step (a run with
+other settings is refused), and a run split this way writes the same weights as one uninterrupted run. The finished
+checkpoint is written whole (a sibling folder renamed into place, replacing ``--out``); the state file goes with the
+old folder, and ``<out>/pretrain.json`` records the settings and the wall time over all runs. ``--out`` must be
+new or hold only a checkpoint and run state (nothing else is ever deleted).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import os
+import pickle
+import shutil
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,12 +57,23 @@ from pipeline.synth.procedural import ProceduralKind, generic_kind
 from pipeline.synth.scene import background_texture, random_pose, render
 from pipeline.synth.shapes import KINDS, ObjectKind
 from smite_ops.conditioning import encode_prompt
+from smite_ops.errors import InputError
 from smite_ops.tiny_model import TinyComponents, build_tiny_components, save_tiny_sd, sd_ddim_scheduler
 
 PRETRAIN_ROLE = 2
 """Stream role of pretraining frames (the benchmark uses 0 for references and 1 for videos)."""
 
 EMPTY_PROMPT_PROBABILITY = 0.1
+STATE_FILE = "pretrain-state.pt"
+PAUSED_EXIT_STATUS = 75
+"""Exit status of a run that paused at its time budget (``EX_TEMPFAIL``: run the same command again)."""
+STAGES = ("vae", "unet")
+CHECKPOINT_ENTRIES = frozenset(
+    {"model_index.json", "unet", "vae", "scheduler", "text_encoder", "tokenizer", "pretrain.json", STATE_FILE}
+)
+"""What a pretraining ``--out`` may hold: a finished checkpoint and the run state."""
+RUN_ONLY = ("out", "log_every", "threads", "checkpoint_every", "budget_minutes")
+"""Settings that do not change the weights: a run may resume another's state with other values of these."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +98,8 @@ class PretrainSettings:
     batch: int = 8
     log_every: int = 100
     threads: int = 1
+    checkpoint_every: int = 200
+    budget_minutes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -113,30 +141,108 @@ def _log(stage: str, step: int, total: int, losses: list[float], started: float)
     print(f"{stage} step {step}/{total} loss {np.mean(losses):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
+class PretrainPaused(Exception):
+    """The run's time budget ran out; its state is saved and the same command continues it."""
+
+
+class ResumableRun:
+    """The saved state of one pretraining run in ``<out>/pretrain-state.pt``.
+
+    Construction restores a saved state into ``parts`` and ``generator`` (refusing one saved with other
+    settings); :meth:`resume` then restores a stage's optimiser and schedule and :meth:`save` checkpoints it.
+    """
+
+    def __init__(self, settings: PretrainSettings, parts: TinyComponents, generator: torch.Generator) -> None:
+        self.settings, self.parts, self.generator = settings, parts, generator
+        self.path = settings.out / STATE_FILE
+        self.began = time.perf_counter()
+        self.saved: dict | None = None
+        if self.path.is_file():
+            try:
+                self.saved = torch.load(self.path, weights_only=True)
+            except (OSError, RuntimeError, pickle.UnpicklingError) as err:
+                raise InputError(f"{self.path}: unreadable run state ({type(err).__name__}); delete it") from None
+            if differ := [f"{key} {value} (asked {getattr(settings, key)})"
+                          for key, value in self.saved["settings"].items() if getattr(settings, key) != value]:
+                raise InputError(f"{self.path}: saved by a run with other settings: {', '.join(differ)}; "
+                                 "use another --out or delete it")
+            parts.vae.load_state_dict(self.saved["vae"])
+            parts.unet.load_state_dict(self.saved["unet"])
+            generator.set_state(self.saved["generator"])
+            print(f"resuming {self.saved['stage']} step {self.saved['step']} from {self.path}", flush=True)
+
+    @property
+    def seconds(self) -> float:
+        """Wall time of this run and the runs it continues (s, at ``settings.threads`` threads)."""
+        return (self.saved["seconds"] if self.saved else 0.0) + time.perf_counter() - self.began
+
+    @property
+    def runs(self) -> int:
+        """How many runs this one is, counting the runs it continues."""
+        return (self.saved["runs"] if self.saved else 0) + 1
+
+    def resume(self, stage: str, steps: int, optimizer: torch.optim.Optimizer, schedule: Any) -> int:
+        """The last step of ``stage`` already done (0 for a fresh stage), with its optimiser and schedule restored."""
+        if self.saved is None or STAGES.index(self.saved["stage"]) < STAGES.index(stage):
+            return 0
+        if self.saved["stage"] != stage:
+            return steps
+        optimizer.load_state_dict(self.saved["optimizer"])
+        schedule.load_state_dict(self.saved["schedule"])
+        return self.saved["step"]
+
+    def save(self, stage: str, step: int, optimizer: torch.optim.Optimizer, schedule: Any) -> None:
+        """Write the state after ``step`` of ``stage`` (atomically).
+
+        Raises:
+            PretrainPaused: the budget (``--budget-minutes``) ran out and this was not the run's last step.
+        """
+        state = {
+            "settings": {key: value for key, value in vars(self.settings).items() if key not in RUN_ONLY},
+            "stage": stage, "step": step, "vae": self.parts.vae.state_dict(), "unet": self.parts.unet.state_dict(),
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "generator": self.generator.get_state(), "seconds": self.seconds, "runs": self.runs,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, self.path)
+        budget = self.settings.budget_minutes * 60.0 or math.inf
+        last = stage == STAGES[-1] and step == self.settings.unet_steps
+        if time.perf_counter() - self.began >= budget and not last:
+            raise PretrainPaused(f"paused at {stage} step {step} after {self.seconds:.0f} s over {self.runs} run(s)")
+
+
 def _fit(
-    module: torch.nn.Module, name: str, lr: float, steps: int, log_every: int, batch_loss: Callable[[], Tensor]
+    module: torch.nn.Module, name: str, lr: float, steps: int, run: ResumableRun, batch_loss: Callable[[], Tensor]
 ) -> None:
-    """AdamW with a cosine schedule over ``steps`` calls of ``batch_loss``; the module ends in eval mode."""
+    """AdamW with a cosine schedule over ``steps`` calls of ``batch_loss``, resumed and checkpointed by ``run``.
+
+    The module ends in eval mode.
+    """
     optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     started, losses = time.perf_counter(), []
     module.train()
-    for step in range(1, steps + 1):
+    every = run.settings.checkpoint_every
+    for step in range(run.resume(name, steps, optimizer, schedule) + 1, steps + 1):
         loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % log_every == 0:
+        if step % run.settings.log_every == 0:
             _log(name, step, steps, losses, started)
             losses = []
+        if step % every == 0 or step == steps:
+            run.save(name, step, optimizer, schedule)
     module.eval()
 
 
-def pretrain_vae(parts: TinyComponents, frames: Frames, settings: PretrainSettings, generator: torch.Generator) -> None:
+def pretrain_vae(parts: TinyComponents, frames: Frames, settings: PretrainSettings, run: ResumableRun) -> None:
     """Train the VAE as an autoencoder (MSE + KL), then set its latent scaling factor to 1 / latent std."""
-    vae = parts.vae
+    vae, generator = parts.vae, run.generator
 
     def batch_loss() -> Tensor:
         batch = random_crops(frames.images, settings.crop, settings.batch, generator)
@@ -145,7 +251,7 @@ def pretrain_vae(parts: TinyComponents, frames: Frames, settings: PretrainSettin
         recon = vae.decode(posterior.mean + posterior.std * noise).sample
         return F.mse_loss(recon, batch) + settings.kl_weight * posterior.kl().mean()
 
-    _fit(vae, "vae", settings.vae_lr, settings.vae_steps, settings.log_every, batch_loss)
+    _fit(vae, "vae", settings.vae_lr, settings.vae_steps, run, batch_loss)
     with torch.no_grad():
         std = float(encode_means(parts, frames.images).std())
     vae.register_to_config(scaling_factor=1.0 / std)
@@ -165,10 +271,9 @@ def _timesteps(count: int, generator: torch.Generator) -> Tensor:
     return torch.where(torch.arange(count) % 2 == 0, low, wide)
 
 
-def pretrain_unet(
-    parts: TinyComponents, frames: Frames, settings: PretrainSettings, generator: torch.Generator
-) -> None:
+def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSettings, run: ResumableRun) -> None:
     """Train the UNet as a text-conditioned epsilon-prediction denoiser on frozen VAE latents."""
+    generator = run.generator
     latents = encode_means(parts, frames.images) * parts.vae.config.scaling_factor
     with torch.no_grad():
         unique = sorted(set(frames.prompts))
@@ -190,23 +295,47 @@ def pretrain_unet(
         noisy = scheduler.add_noise(clean, eps, timesteps)
         return F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=context).sample, eps)
 
-    _fit(unet, "unet", settings.unet_lr, settings.unet_steps, settings.log_every, batch_loss)
+    _fit(unet, "unet", settings.unet_lr, settings.unet_steps, run, batch_loss)
 
 def pretrain(settings: PretrainSettings) -> Path:
-    """Render the data, pretrain the VAE then the UNet, and save the checkpoint to ``settings.out``."""
+    """Render the data, pretrain the VAE then the UNet (resuming a saved state), and save the checkpoint.
+
+    Raises:
+        PretrainPaused: the budget ran out; the state is saved for the next run.
+        InputError: ``settings.out`` holds other files than a checkpoint, or the state of a run with other settings.
+    """
+    if settings.out.is_dir() and (foreign := sorted(p.name for p in settings.out.iterdir()
+                                                    if p.name not in CHECKPOINT_ENTRIES)):
+        raise InputError(f"{settings.out}: holds {foreign[:3]}, not a pretraining checkpoint; use a new --out")
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     parts = build_tiny_components(settings.seed, settings.unet_width)
     parts.text_encoder.requires_grad_(False)
+    run = ResumableRun(settings, parts, generator)
     corpus = [(kind, settings.images) for kind in KINDS.values()]
     corpus += [(generic_kind(index), settings.generic_images) for index in range(settings.generic_layouts)]
     frames = render_frames(corpus, settings.size, settings.data_seed)
     print(f"rendered {len(frames.prompts)} frames of {settings.size} px", flush=True)
-    pretrain_vae(parts, frames, settings, generator)
+    pretrain_vae(parts, frames, settings, run)
     parts.vae.requires_grad_(False)
-    pretrain_unet(parts, frames, settings, generator)
-    return save_tiny_sd(parts, settings.out)
+    pretrain_unet(parts, frames, settings, run)
+    return _write_checkpoint(parts, settings, run)
+
+
+def _write_checkpoint(parts: TinyComponents, settings: PretrainSettings, run: ResumableRun) -> Path:
+    """Save the finished backbone into ``settings.out`` whole (a sibling folder renamed into place), with
+    ``pretrain.json`` (settings, compute time, runs), and remove the run state."""
+    out = settings.out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_tiny_sd(parts, partial)
+    record = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
+              "wall_seconds": round(run.seconds, 1), "runs": run.runs}
+    (partial / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)  # only checkpoint entries (checked first); the run state goes with them
+    os.replace(partial, out)
+    return out
 
 
 def _parse(argv: list[str] | None) -> PretrainSettings:
@@ -222,16 +351,27 @@ def _parse(argv: list[str] | None) -> PretrainSettings:
     if settings.crop > settings.size or settings.latent_crop > settings.size // 8:
         parser.error(f"--crop {settings.crop} and --latent-crop {settings.latent_crop} must fit in a --size "
                      f"{settings.size} frame and its {settings.size // 8}-cell latent")
+    if settings.checkpoint_every < 1:
+        parser.error(f"--checkpoint-every must be >= 1, got {settings.checkpoint_every}")
     if settings.images * len(KINDS) + settings.generic_layouts * settings.generic_images < 1:
         parser.error("nothing to pretrain on: --images and --generic-layouts x --generic-images are 0")
     return settings
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    started = time.perf_counter()
-    out = pretrain(_parse(argv))
-    print(f"wrote {out} in {time.perf_counter() - started:.0f} s", flush=True)
+    """Command-line entry point: exit status 0 when the checkpoint is written, 75 when paused, 2 on bad input."""
+    settings = _parse(argv)
+    try:
+        out = pretrain(settings)
+    except PretrainPaused as paused:
+        print(f"{settings.out}: {paused}; run the same command again to continue", flush=True)
+        sys.exit(PAUSED_EXIT_STATUS)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    record = json.loads((out / "pretrain.json").read_text())
+    print(f"wrote {out}: {record['wall_seconds']:.0f} s over {record['runs']} run(s) on {settings.threads} "
+          "thread(s)", flush=True)
 
 
 if __name__ == "__main__":
