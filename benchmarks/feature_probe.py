@@ -6,8 +6,9 @@ logistic regression on those queries, fitted on the reference images, bounds wha
 can reach on the test videos. For every dataset and working resolution the harness
 
 1. runs the backbone (no part model; the conditioning is the encoded part prompt) once per image at timestep
-   ``--timestep`` and concatenates the captured queries of all cross-attention capture layers, resized to the
-   map size (``resolution / 8``), as per-cell features;
+   ``--timestep`` and concatenates the captured queries of all cross-attention capture layers (or those of
+   ``--layer-sizes``: native map sides in cells), resized to the map size (``resolution / 8``), as per-cell
+   features;
 2. fits the probe on the reference images (standardised features, Adam, cross-entropy with a small L2 term)
    against the masks resized with nearest to the map size;
 3. scores it on frames of the first test video (every 6th annotated frame, at most 8), with the probe's logits
@@ -43,6 +44,7 @@ from pipeline.io.video import read_frames
 from pipeline.method.backbone_source import backbone_source
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_part_prompt
+from smite_ops.errors import InputError
 from smite_ops.learning import nearest_mask
 from smite_ops.metrics import miou
 from smite_ops.segmentation import resize, to_unit_range
@@ -66,9 +68,12 @@ class QueryFeatures:
         timestep: the noise level of the pass.
     """
 
-    def __init__(self, runner: MapRunner, conditioning: Tensor, resolution: int, timestep: int) -> None:
+    def __init__(
+        self, runner: MapRunner, conditioning: Tensor, resolution: int, timestep: int,
+        layer_sizes: frozenset[int] | None = None,
+    ) -> None:
         self.runner, self.conditioning = runner, conditioning
-        self.resolution, self.timestep = resolution, timestep
+        self.resolution, self.timestep, self.layer_sizes = resolution, timestep, layer_sizes
         self.generator = torch.Generator().manual_seed(0)
 
     @property
@@ -82,11 +87,18 @@ class QueryFeatures:
         latents = self.runner.encode(resize(pixels, (self.resolution, self.resolution)), self.generator)
         noisy, _ = self.runner.add_noise(latents, self.timestep, self.generator)
         self.runner.predict(noisy, self.timestep, self.conditioning, num_frames=1)
+        layers = self.runner.video.capture.cross_layers()
+        sides = sorted({height for _, _, (height, _) in layers})
         maps = []
-        for q, _, (height, width) in self.runner.video.capture.cross_layers():
+        for q, _, (height, width) in layers:
+            if self.layer_sizes is not None and height not in self.layer_sizes:
+                continue
             cells = q[0].permute(0, 2, 1).reshape(1, -1, height, width).float()  # heads x head_dim channels
             maps.append(F.interpolate(cells, size=(self.map_size, self.map_size), mode="bilinear"))
         self.runner.release()
+        if not maps:
+            raise InputError(f"--layer-sizes {sorted(self.layer_sizes or ())}: the capture layers at "
+                             f"{self.resolution} px have map sides {sides}")
         return torch.cat(maps, dim=1)[0]
 
 
@@ -126,11 +138,12 @@ def resolution_ceiling(labels: np.ndarray, num_classes: int, map_size: int) -> f
 
 
 def probe_dataset(
-    dataset: Path, runner: MapRunner, resolutions: list[int], timestep: int
+    dataset: Path, runner: MapRunner, resolutions: list[int], timestep: int, layer_sizes: frozenset[int] | None = None
 ) -> dict[int, dict[str, float]]:
     """Probe train / test mIoU and the map-resolution ceiling of one dataset, per working resolution.
 
-    ``runner`` wraps a backbone loaded with its text encoder (it encodes the part prompt).
+    ``runner`` wraps a backbone loaded with its text encoder (it encodes the part prompt); ``layer_sizes``
+    restricts the features to the capture layers of those native map sides (default: all).
     """
     references = load_reference_set(str(dataset / "references"))
     backbone = runner.backbone
@@ -144,7 +157,7 @@ def probe_dataset(
 
     scores = {}
     for resolution in resolutions:
-        features = QueryFeatures(runner, conditioning, resolution, timestep)
+        features = QueryFeatures(runner, conditioning, resolution, timestep, layer_sizes)
         size = features.map_size
         train_x = torch.stack([features(image) for image in references.images])
         train_y = torch.stack(
@@ -172,6 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="*", help="dataset folder names (default: all)")
     parser.add_argument("--resolutions", nargs="*", type=int, default=[256, 512], help="working resolutions (px)")
     parser.add_argument("--timestep", type=int, default=PROBE_TIMESTEP)
+    parser.add_argument("--layer-sizes", nargs="*", type=int,
+                        help="probe only the capture layers of these native map sides in cells (default: all)")
     parser.add_argument("--backbone", default="tiny", help="'tiny' (the embedded backbone) or a diffusers folder")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
@@ -182,11 +197,18 @@ def main(argv: list[str] | None = None) -> None:
     print("| dataset | resolution | probe mIoU, references (%) | probe mIoU, test video (%) | map-size ceiling (%) |")
     print("|---|---:|---:|---:|---:|")
     runner = probe_runner(args.backbone)
-    for name in names:
-        for resolution, scores in probe_dataset(args.bench / name, runner, args.resolutions, args.timestep).items():
-            print(f"| {name} | {resolution} | {scores['train']:.1f} | {scores['test']:.1f} | {scores['ceiling']:.1f} |",
-                  flush=True)
-    runner.close()
+    layer_sizes = frozenset(args.layer_sizes) if args.layer_sizes else None
+    try:
+        for name in names:
+            scores_by_resolution = probe_dataset(args.bench / name, runner, args.resolutions, args.timestep,
+                                                 layer_sizes)
+            for resolution, scores in scores_by_resolution.items():
+                print(f"| {name} | {resolution} | {scores['train']:.1f} | {scores['test']:.1f} | "
+                      f"{scores['ceiling']:.1f} |", flush=True)
+    except InputError as err:
+        parser.error(str(err))
+    finally:
+        runner.close()
 
 
 if __name__ == "__main__":
