@@ -67,6 +67,27 @@ def test_a_run_split_at_every_step_writes_the_weights_of_an_uninterrupted_run(
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)
 
 
+def test_a_run_killed_while_writing_its_state_or_checkpoint_resumes_and_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, aside = tmp_path / "run", tmp_path / "run.old"
+    with pytest.raises(SystemExit, match=str(PAUSED_EXIT_STATUS)):
+        main(["--out", str(out), *SMALL_RUN, "--budget-minutes", "1e-9"])
+    (out / "pretrain-state.partial").write_bytes(b"cut off mid-write")  # killed while saving the next state
+    with pytest.raises(SystemExit, match=str(PAUSED_EXIT_STATUS)):
+        main(["--out", str(out), *SMALL_RUN, "--budget-minutes", "1e-9"])
+    assert "resuming vae step 1" in capsys.readouterr().out
+    out.rename(aside)  # killed between moving the run aside and moving the new checkpoint in
+    (tmp_path / "run.partial").mkdir()
+    main(["--out", str(out), *SMALL_RUN])
+    assert "resuming vae step 2" in capsys.readouterr().out
+    assert json.loads((out / "pretrain.json").read_text())["runs"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"] and not (out / "pretrain-state.pt").exists()
+    aside.mkdir()  # killed after the swap, before the old folder was deleted
+    main(["--out", str(out), *SMALL_RUN])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_a_saved_state_of_other_settings_or_a_foreign_folder_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,9 +27,10 @@ same weights. Losses are printed every ``--log-every`` steps. The defaults take 
 schedule, random stream, step) is saved to ``<out>/pretrain-state.pt``. With ``--budget-minutes`` the run pauses at
 the first save past its budget and exits with status 75; the same command continues from the saved step (a run with
 other settings is refused), and a run split this way writes the same weights as one uninterrupted run. The finished
-checkpoint is written whole (a sibling folder renamed into place, replacing ``--out``); the state file goes with the
-old folder, and ``<out>/pretrain.json`` records the settings and the wall time over all runs. ``--out`` must be
-new or hold only a checkpoint and run state (nothing else is ever deleted).
+checkpoint is written whole (a sibling folder swapped into place, replacing ``--out``; a kill at any point leaves
+the run state or the checkpoint); the state file goes with the old folder, and ``<out>/pretrain.json`` records
+the settings and the wall time over all runs. ``--out`` must be new or hold only a checkpoint and run state
+(nothing else is ever deleted).
 """
 
 from __future__ import annotations
@@ -65,11 +66,14 @@ PRETRAIN_ROLE = 2
 
 EMPTY_PROMPT_PROBABILITY = 0.1
 STATE_FILE = "pretrain-state.pt"
+STATE_PARTIAL = "pretrain-state.partial"
+"""The state being written, renamed to :data:`STATE_FILE` once whole (a kill mid-write leaves it behind)."""
 PAUSED_EXIT_STATUS = 75
 """Exit status of a run that paused at its time budget (``EX_TEMPFAIL``: run the same command again)."""
 STAGES = ("vae", "unet")
 CHECKPOINT_ENTRIES = frozenset(
-    {"model_index.json", "unet", "vae", "scheduler", "text_encoder", "tokenizer", "pretrain.json", STATE_FILE}
+    {"model_index.json", "unet", "vae", "scheduler", "text_encoder", "tokenizer", "pretrain.json", STATE_FILE,
+     STATE_PARTIAL}
 )
 """What a pretraining ``--out`` may hold: a finished checkpoint and the run state."""
 RUN_ONLY = ("out", "log_every", "threads", "checkpoint_every", "budget_minutes")
@@ -204,7 +208,7 @@ class ResumableRun:
             "generator": self.generator.get_state(), "seconds": self.seconds, "runs": self.runs,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_suffix(".partial")
+        partial = self.path.with_name(STATE_PARTIAL)
         torch.save(state, partial)
         os.replace(partial, self.path)
         budget = self.settings.budget_minutes * 60.0 or math.inf
@@ -224,7 +228,7 @@ def _fit(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     started, losses = time.perf_counter(), []
     module.train()
-    every = run.settings.checkpoint_every
+    log_every, checkpoint_every = run.settings.log_every, run.settings.checkpoint_every
     for step in range(run.resume(name, steps, optimizer, schedule) + 1, steps + 1):
         loss = batch_loss()
         optimizer.zero_grad(set_to_none=True)
@@ -232,10 +236,10 @@ def _fit(
         optimizer.step()
         schedule.step()
         losses.append(loss.item())
-        if step % run.settings.log_every == 0:
+        if step % log_every == 0:
             _log(name, step, steps, losses, started)
             losses = []
-        if step % every == 0 or step == steps:
+        if step % checkpoint_every == 0 or step == steps:
             run.save(name, step, optimizer, schedule)
     module.eval()
 
@@ -297,8 +301,11 @@ def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSetti
 
     _fit(unet, "unet", settings.unet_lr, settings.unet_steps, run, batch_loss)
 
-def pretrain(settings: PretrainSettings) -> Path:
+def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Render the data, pretrain the VAE then the UNet (resuming a saved state), and save the checkpoint.
+
+    Returns:
+        The ``pretrain.json`` record written with the checkpoint (settings, ``wall_seconds``, ``runs``).
 
     Raises:
         PretrainPaused: the budget ran out; the state is saved for the next run.
@@ -307,6 +314,7 @@ def pretrain(settings: PretrainSettings) -> Path:
     if settings.out.is_dir() and (foreign := sorted(p.name for p in settings.out.iterdir()
                                                     if p.name not in CHECKPOINT_ENTRIES)):
         raise InputError(f"{settings.out}: holds {foreign[:3]}, not a pretraining checkpoint; use a new --out")
+    _finish_swap(settings.out)
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -323,9 +331,29 @@ def pretrain(settings: PretrainSettings) -> Path:
     return _write_checkpoint(parts, settings, run)
 
 
-def _write_checkpoint(parts: TinyComponents, settings: PretrainSettings, run: ResumableRun) -> Path:
-    """Save the finished backbone into ``settings.out`` whole (a sibling folder renamed into place), with
-    ``pretrain.json`` (settings, compute time, runs), and remove the run state."""
+def _aside(out: Path) -> Path:
+    return out.with_name(out.name + ".old")
+
+
+def _finish_swap(out: Path) -> None:
+    """Complete or undo a checkpoint swap a kill interrupted (see :func:`_write_checkpoint`)."""
+    aside = _aside(out)
+    if not aside.is_dir():
+        return
+    if out.exists():  # the new checkpoint is in place; only deleting the old folder was missed
+        shutil.rmtree(aside)
+    else:  # killed between the two moves: put the old folder, and the run state in it, back
+        os.replace(aside, out)
+
+
+def _write_checkpoint(parts: TinyComponents, settings: PretrainSettings, run: ResumableRun) -> dict[str, Any]:
+    """Save the finished backbone into ``settings.out`` whole, with ``pretrain.json`` (settings, compute time,
+    runs), and return that record.
+
+    The checkpoint is written to ``<out>.partial``; then ``out`` (with the run state) moves to ``<out>.old``, the
+    new folder moves in, and the old one is deleted. A kill at any point leaves either the run state or the
+    finished checkpoint, never neither (:func:`_finish_swap` tidies up on the next run).
+    """
     out = settings.out
     partial = out.with_name(out.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -333,9 +361,11 @@ def _write_checkpoint(parts: TinyComponents, settings: PretrainSettings, run: Re
     record = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
               "wall_seconds": round(run.seconds, 1), "runs": run.runs}
     (partial / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)  # only checkpoint entries (checked first); the run state goes with them
+    if out.exists():
+        os.replace(out, _aside(out))  # only checkpoint entries (checked first); the run state goes with them
     os.replace(partial, out)
-    return out
+    _finish_swap(out)
+    return record
 
 
 def _parse(argv: list[str] | None) -> PretrainSettings:
@@ -362,15 +392,14 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point: exit status 0 when the checkpoint is written, 75 when paused, 2 on bad input."""
     settings = _parse(argv)
     try:
-        out = pretrain(settings)
+        record = pretrain(settings)
     except PretrainPaused as paused:
         print(f"{settings.out}: {paused}; run the same command again to continue", flush=True)
         sys.exit(PAUSED_EXIT_STATUS)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    record = json.loads((out / "pretrain.json").read_text())
-    print(f"wrote {out}: {record['wall_seconds']:.0f} s over {record['runs']} run(s) on {settings.threads} "
+    print(f"wrote {settings.out}: {record['wall_seconds']:.0f} s over {record['runs']} run(s) on {settings.threads} "
           "thread(s)", flush=True)
 
 
