@@ -179,8 +179,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.probe:
         runner = probe_runner(config.model.base)
         resolution = config.model.resolution
-        probe = {name: probe_dataset(args.bench / name, runner, [resolution], PROBE_TIMESTEP)[resolution]["test"]
-                 for name in names}
+        try:
+            probe = {name: probe_dataset(args.bench / name, runner, [resolution], PROBE_TIMESTEP)[resolution]["test"]
+                     for name in names}
+        finally:
+            runner.close()
         print(f"\nlinear probe at {resolution} px, timestep {PROBE_TIMESTEP}, on the first video of each dataset\n")
         print(kind_table(results, probe))
 
