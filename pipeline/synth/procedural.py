@@ -325,7 +325,7 @@ def find_kind(name: str) -> ObjectKind | None:
 
 
 def find_kinds(names: list[str]) -> dict[str, ObjectKind]:
-    """The kinds called ``names``, by name (order kept).
+    """The kinds called ``names``, by name (in first-seen order; a repeated name appears once).
 
     Raises:
         UnknownKindError: some names are no kind (all of them named, with the known names).
