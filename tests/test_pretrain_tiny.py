@@ -1,6 +1,7 @@
 """Pretraining the tiny backbone: the corpus (drawn and procedural kinds) and a checkpoint the production path loads."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,17 @@ import torch
 
 from pipeline.synth import KINDS
 from pipeline.synth.procedural import generic_kind
-from pipeline.training.pretrain_tiny import PAUSED_EXIT_STATUS, main, render_frames
+from pipeline.training.pretrain_tiny import (
+    PAUSED_EXIT_STATUS,
+    QueryCapture,
+    main,
+    paired_picks,
+    part_contrast,
+    render_frames,
+)
 from smite_ops.backbone import load_backbone
+
+SHIPPED = Path(__file__).parents[1] / "pipeline" / "assets" / "tiny-sd"
 
 
 def test_the_corpus_prompts_each_frame_with_its_kind_word_and_visible_parts() -> None:
@@ -115,3 +125,57 @@ def test_crops_larger_than_the_frames_are_refused(capsys) -> None:
         main(["--out", "unused", "--size", "64"])
     error = capsys.readouterr().err
     assert "--crop 64 and --latent-crop 16 must fit in a --size 64 frame and its 8-cell latent" in error
+
+
+def test_part_contrast_is_the_supervised_contrastive_loss_by_hand() -> None:
+    e1, e2, e3 = torch.eye(3)
+    features = torch.stack([e1, 2 * e1, e2, e2])  # scale does not matter: features are normalised
+    # every anchor: one positive at cosine 1, two negatives at 0 -> -log(e / (e + 2)) at temperature 1
+    expected = math.log(math.e + 2) - 1
+    assert part_contrast(features, torch.tensor([1, 1, 2, 2]), 1.0).item() == pytest.approx(expected)
+    # an anchor without positives is skipped; at temperature 0.5 the positive's logit is 2
+    features = torch.stack([e1, e1, e2, e3])
+    assert part_contrast(features, torch.tensor([1, 1, 2, 3]), 0.5).item() == pytest.approx(math.log(math.e**2 + 2) - 2)
+
+
+def test_pairs_are_two_frames_of_each_drawn_kind() -> None:
+    kinds = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    picks = paired_picks(kinds, 4, torch.Generator().manual_seed(0))
+    assert len(picks) == 4 and len(set(picks.tolist())) == 4
+    assert kinds[picks[0]] == kinds[picks[1]] != kinds[picks[2]] == kinds[picks[3]]
+
+
+def test_query_capture_keeps_every_cross_attention_query_of_a_forward() -> None:
+    unet = load_backbone(str(SHIPPED)).unet
+    capture = QueryCapture(unet)
+    with torch.no_grad():
+        unet(torch.zeros(2, 4, 16, 16), torch.tensor([10, 10]), encoder_hidden_states=torch.zeros(2, 77, 32))
+    layers = [m for n, m in unet.named_modules() if n.endswith("attn2")]
+    maps = capture.maps(8)
+    assert maps.shape == (2, sum(layer.to_q.out_features for layer in layers), 8, 8) and capture.queries == []
+    capture.close()
+    with torch.no_grad():
+        unet(torch.zeros(1, 4, 16, 16), torch.tensor([10]), encoder_hidden_states=torch.zeros(1, 77, 32))
+    assert capture.queries == []
+
+
+def test_a_contrastive_run_from_the_shipped_backbone_keeps_its_vae_and_moves_its_unet(tmp_path: Path) -> None:
+    out = tmp_path / "contrast"
+    main(["--out", str(out), "--init", "tiny", "--images", "0", "--generic-layouts", "2", "--generic-images", "2",
+          "--size", "64", "--latent-crop", "8", "--crop", "32", "--vae-steps", "0", "--unet-steps", "2",
+          "--batch", "4", "--contrast-weight", "0.1", "--contrast-cells", "16"])
+    shipped = load_backbone(str(SHIPPED))
+    tuned = load_backbone(str(out))
+    assert tuned.vae.config.scaling_factor == shipped.vae.config.scaling_factor
+    assert all(torch.equal(a, b) for a, b in zip(tuned.vae.state_dict().values(), shipped.vae.state_dict().values(),
+                                                 strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(tuned.unet.state_dict().values(),
+                                                     shipped.unet.state_dict().values(), strict=True))
+
+
+def test_contrast_needs_pairs(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--out", "unused", "--images", "0", "--generic-layouts", "3", "--generic-images", "1",
+              "--contrast-weight", "0.1"])
+    assert "--contrast-weight needs an even --batch (got 8) and 2 or more frames of every kind (got 1)" in (
+        capsys.readouterr().err)

@@ -17,6 +17,12 @@ Diffusion's are useful because it was pretrained as a denoiser. This script does
    probability 0.1, for classifier-free guidance). Half of the timesteps are drawn from ``[1, 200]`` (SMITE reads
    attention at small timesteps), half from ``[1, 999]``.
 
+**Part contrast** (``--contrast-weight W``, off by default): batches become pairs of frames of a kind, and the
+UNet loss adds W times a supervised contrastive loss on its cross-attention queries over the rendered part
+labels (:func:`part_contrast`), so that cells of one part look alike across instances and unlike other parts.
+``--init tiny`` (or a diffusers folder) starts from a checkpoint's VAE and UNet instead of fresh weights; with
+``--vae-steps 0`` its VAE and latent scaling factor are kept.
+
 ``--unet-width`` multiplies the UNet's channels and heads (:func:`smite_ops.tiny_model.tiny_unet_config`; the
 shipped backbone uses 1). The text encoder keeps its seeded random initialisation (distinct words still get
 distinct encodings). All randomness derives from ``--seed``: the same arguments and library versions give the
@@ -53,10 +59,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pipeline.method.backbone_source import backbone_source
 from pipeline.synth.generate import stream
 from pipeline.synth.procedural import ProceduralKind, generic_kind
 from pipeline.synth.scene import background_texture, random_pose, render
 from pipeline.synth.shapes import KINDS, ObjectKind
+from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_prompt
 from smite_ops.errors import InputError
 from smite_ops.tiny_model import TinyComponents, build_tiny_components, save_tiny_sd, sd_ddim_scheduler
@@ -100,6 +108,10 @@ class PretrainSettings:
     unet_lr: float = 5e-4
     latent_crop: int = 16
     batch: int = 8
+    contrast_weight: float = 0.0
+    contrast_temperature: float = 0.1
+    contrast_cells: int = 96
+    init: str = ""
     log_every: int = 100
     threads: int = 1
     checkpoint_every: int = 200
@@ -108,16 +120,25 @@ class PretrainSettings:
 
 @dataclass(frozen=True)
 class Frames:
-    """Rendered pretraining data: ``images (N, 3, S, S)`` float in [-1, 1] and one prompt per image."""
+    """Rendered pretraining data.
+
+    Attributes:
+        images: ``(N, 3, S, S)`` float in [-1, 1].
+        prompts: one per image.
+        labels: ``(N, S, S)`` uint8 fine part labels (0 = background).
+        kinds: ``(N,)`` int64 index of each image's kind in the corpus.
+    """
 
     images: Tensor
     prompts: list[str]
+    labels: Tensor
+    kinds: Tensor
 
 
 def render_frames(corpus: list[tuple[ObjectKind, int]], size: int, data_seed: int) -> Frames:
     """Render ``count`` frames of each ``(kind, count)``, each prompted with its kind and visible part names."""
-    pictures, prompts = [], []
-    for kind, count in corpus:
+    pictures, prompts, masks, kinds = [], [], [], []
+    for position, (kind, count) in enumerate(corpus):
         name = kind.name
         word = "object" if isinstance(kind, ProceduralKind) else name
         for index in range(count):
@@ -127,7 +148,9 @@ def render_frames(corpus: list[tuple[ObjectKind, int]], size: int, data_seed: in
             visible = [kind.fine_parts[i] for i in np.unique(labels) if 0 < i < len(kind.fine_parts)]
             pictures.append(torch.from_numpy(rgb).permute(2, 0, 1))
             prompts.append(" ".join([word, *visible]))
-    return Frames(torch.stack(pictures).float() / 127.5 - 1.0, prompts)
+            masks.append(torch.from_numpy(labels.astype(np.uint8)))
+            kinds.append(position)
+    return Frames(torch.stack(pictures).float() / 127.5 - 1.0, prompts, torch.stack(masks), torch.tensor(kinds))
 
 
 def random_crops(images: Tensor, side: int, count: int, generator: torch.Generator) -> Tensor:
@@ -256,6 +279,8 @@ def pretrain_vae(parts: TinyComponents, frames: Frames, settings: PretrainSettin
         return F.mse_loss(recon, batch) + settings.kl_weight * posterior.kl().mean()
 
     _fit(vae, "vae", settings.vae_lr, settings.vae_steps, run, batch_loss)
+    if settings.vae_steps == 0:
+        return  # an untrained VAE keeps its scaling factor (--init's)
     with torch.no_grad():
         std = float(encode_means(parts, frames.images).std())
     vae.register_to_config(scaling_factor=1.0 / std)
@@ -275,8 +300,75 @@ def _timesteps(count: int, generator: torch.Generator) -> Tensor:
     return torch.where(torch.arange(count) % 2 == 0, low, wide)
 
 
+class QueryCapture:
+    """Forward hooks on the query projection of every cross-attention layer of a UNet (torch's public hook API).
+
+    ``queries`` holds the ``(B, N, C)`` queries of the forwards since the last :meth:`maps` call.
+    """
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        self.queries: list[Tensor] = []
+        self.handles = [module.to_q.register_forward_hook(self._keep)
+                        for name, module in unet.named_modules() if name.endswith("attn2")]
+
+    def _keep(self, module: torch.nn.Module, inputs: Any, output: Tensor) -> None:
+        self.queries.append(output)
+
+    def maps(self, side: int) -> Tensor:
+        """``(B, C, side, side)``: every captured layer's queries resized bilinearly and concatenated; clears them."""
+        maps = []
+        for queries in self.queries:
+            cells = round(queries.shape[1] ** 0.5)
+            grid = queries.transpose(1, 2).reshape(queries.shape[0], -1, cells, cells)
+            maps.append(F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False))
+        self.queries = []
+        return torch.cat(maps, dim=1)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def part_contrast(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020) of cell features against their part ids.
+
+    Each cell's positives are the other cells with its id; cells without one are skipped.
+
+    Args:
+        features: ``(M, C)`` cell features (normalised here).
+        labels: ``(M,)`` int64 part ids.
+        temperature: softmax temperature of the cosine similarities.
+
+    Returns:
+        Scalar: the mean over anchors of minus the mean log-probability of their positives.
+    """
+    unit = F.normalize(features, dim=1)
+    own = torch.eye(len(unit), dtype=torch.bool, device=unit.device)
+    similarity = (unit @ unit.T / temperature).masked_fill(own, -torch.inf)
+    log_prob = (similarity - torch.logsumexp(similarity, dim=1, keepdim=True)).masked_fill(own, 0.0)
+    positives = (labels[:, None] == labels[None, :]) & ~own
+    anchors = positives.any(dim=1)
+    return (-(log_prob * positives).sum(dim=1)[anchors] / positives.sum(dim=1)[anchors]).mean()
+
+
+def paired_picks(kinds: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` frame indices: ``count // 2`` random kinds, two different frames of each (positives across
+    instances for :func:`part_contrast`)."""
+    order = torch.randperm(int(kinds.max()) + 1, generator=generator)[: count // 2]
+    picks = []
+    for kind in order.tolist():
+        frames = (kinds == kind).nonzero().flatten()
+        picks.append(frames[torch.randperm(len(frames), generator=generator)[:2]])
+    return torch.cat(picks)
+
+
 def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSettings, run: ResumableRun) -> None:
-    """Train the UNet as a text-conditioned epsilon-prediction denoiser on frozen VAE latents."""
+    """Train the UNet as a text-conditioned epsilon-prediction denoiser on frozen VAE latents.
+
+    With ``contrast_weight > 0`` batches are pairs of frames of a kind and the loss adds that weight times
+    :func:`part_contrast` of the cross-attention queries at ``contrast_cells`` cells per frame (object cells ten
+    times as likely as background ones), parts identified by kind and fine label, background shared.
+    """
     generator = run.generator
     latents = encode_means(parts, frames.images) * parts.vae.config.scaling_factor
     with torch.no_grad():
@@ -286,20 +378,40 @@ def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSetti
     conditions = torch.stack([encoded[text] for text in frames.prompts])  # (N, L, D)
     scheduler = sd_ddim_scheduler()
     unet = parts.unet
+    contrast = settings.contrast_weight > 0
+    capture = QueryCapture(unet) if contrast else None
+    stride = frames.labels.shape[-1] // latents.shape[-1]
+    cell_labels = frames.labels[:, ::stride, ::stride].long()  # nearest down-sampling to the latent cells
+    part_ids = torch.where(cell_labels > 0, cell_labels + 1000 * (frames.kinds[:, None, None] + 1), 0)
 
     def batch_loss() -> Tensor:
-        picks = torch.randint(0, len(latents), (settings.batch,), generator=generator)
+        if contrast:
+            picks = paired_picks(frames.kinds, settings.batch, generator)
+        else:
+            picks = torch.randint(0, len(latents), (settings.batch,), generator=generator)
         side = settings.latent_crop
         top, left = torch.randint(0, latents.shape[-1] - side + 1, (2,), generator=generator).tolist()
         clean = latents[picks, :, top : top + side, left : left + side]
-        drop = torch.rand(settings.batch, generator=generator) < EMPTY_PROMPT_PROBABILITY
+        drop = torch.rand(len(picks), generator=generator) < EMPTY_PROMPT_PROBABILITY
         context = torch.where(drop[:, None, None], empty, conditions[picks])
         eps = torch.randn(clean.shape, generator=generator)
-        timesteps = _timesteps(settings.batch, generator)
+        timesteps = _timesteps(len(picks), generator)
         noisy = scheduler.add_noise(clean, eps, timesteps)
-        return F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=context).sample, eps)
+        loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=context).sample, eps)
+        if capture is None:
+            return loss
+        features = capture.maps(side).flatten(2)  # (B, C, side * side)
+        ids = part_ids[picks, top : top + side, left : left + side].flatten(1)  # (B, side * side)
+        weights = torch.where(ids > 0, 1.0, 0.1)
+        cells = torch.multinomial(weights, min(settings.contrast_cells, side * side), generator=generator)
+        sampled = features.gather(2, cells[:, None].expand(-1, features.shape[1], -1)).transpose(1, 2)
+        contrast_loss = part_contrast(sampled.reshape(-1, features.shape[1]), ids.gather(1, cells).reshape(-1),
+                                      settings.contrast_temperature)
+        return loss + settings.contrast_weight * contrast_loss
 
     _fit(unet, "unet", settings.unet_lr, settings.unet_steps, run, batch_loss)
+    if capture is not None:
+        capture.close()
 
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Render the data, pretrain the VAE then the UNet (resuming a saved state), and save the checkpoint.
@@ -320,6 +432,8 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     generator = torch.Generator().manual_seed(settings.seed)
     parts = build_tiny_components(settings.seed, settings.unet_width)
     parts.text_encoder.requires_grad_(False)
+    if settings.init:
+        _initialise(parts, settings.init)
     run = ResumableRun(settings, parts, generator)
     corpus = [(kind, settings.images) for kind in KINDS.values()]
     corpus += [(generic_kind(index), settings.generic_images) for index in range(settings.generic_layouts)]
@@ -329,6 +443,23 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     parts.vae.requires_grad_(False)
     pretrain_unet(parts, frames, settings, run)
     return _write_checkpoint(parts, settings, run)
+
+
+def _initialise(parts: TinyComponents, source: str) -> None:
+    """Start from the VAE and UNet weights and the latent scaling factor of checkpoint ``source`` ('tiny' or a
+    diffusers folder).
+
+    Raises:
+        InputError: ``source`` does not load, or its UNet has another width.
+    """
+    backbone = load_backbone(backbone_source(source))
+    try:
+        parts.unet.load_state_dict(backbone.unet.state_dict())
+        parts.vae.load_state_dict(backbone.vae.state_dict())
+    except RuntimeError:
+        raise InputError(f"--init {source}: its UNet or VAE has other shapes than this run's "
+                         "(--unet-width must match)") from None
+    parts.vae.register_to_config(scaling_factor=backbone.vae.config.scaling_factor)
 
 
 def _aside(out: Path) -> Path:
@@ -385,6 +516,12 @@ def _parse(argv: list[str] | None) -> PretrainSettings:
         parser.error(f"--checkpoint-every must be >= 1, got {settings.checkpoint_every}")
     if settings.images * len(KINDS) + settings.generic_layouts * settings.generic_images < 1:
         parser.error("nothing to pretrain on: --images and --generic-layouts x --generic-images are 0")
+    if settings.contrast_weight > 0:
+        per_kind = [count for count, used in ((settings.images, settings.images), (settings.generic_images,
+                                                                                   settings.generic_layouts)) if used]
+        if settings.batch < 2 or settings.batch % 2 or min(per_kind) < 2:
+            parser.error(f"--contrast-weight needs an even --batch (got {settings.batch}) and 2 or more frames of "
+                         f"every kind (got {min(per_kind)})")
     return settings
 
 
