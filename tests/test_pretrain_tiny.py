@@ -159,16 +159,19 @@ def test_query_capture_keeps_every_cross_attention_query_of_a_forward() -> None:
     assert capture.queries == []
 
 
-def test_a_contrastive_run_from_the_shipped_backbone_keeps_its_vae_and_moves_its_unet(tmp_path: Path) -> None:
+def test_a_contrastive_run_from_the_shipped_backbone_keeps_its_vae_and_text_encoder_and_moves_its_unet(
+    tmp_path: Path
+) -> None:
     out = tmp_path / "contrast"
-    main(["--out", str(out), "--init", "tiny", "--images", "0", "--generic-layouts", "2", "--generic-images", "2",
-          "--size", "64", "--latent-crop", "8", "--crop", "32", "--vae-steps", "0", "--unet-steps", "2",
-          "--batch", "4", "--contrast-weight", "0.1", "--contrast-cells", "16"])
-    shipped = load_backbone(str(SHIPPED))
-    tuned = load_backbone(str(out))
+    main(["--out", str(out), "--init", "tiny", "--seed", "5", "--images", "0", "--generic-layouts", "2",
+          "--generic-images", "2", "--size", "64", "--latent-crop", "8", "--crop", "32", "--vae-steps", "0",
+          "--unet-steps", "2", "--batch", "4", "--contrast-weight", "0.1", "--contrast-cells", "16"])
+    shipped = load_backbone(str(SHIPPED), with_text_encoder=True)
+    tuned = load_backbone(str(out), with_text_encoder=True)
     assert tuned.vae.config.scaling_factor == shipped.vae.config.scaling_factor
-    assert all(torch.equal(a, b) for a, b in zip(tuned.vae.state_dict().values(), shipped.vae.state_dict().values(),
-                                                 strict=True))
+    for kept in ("vae", "text_encoder"):
+        assert all(torch.equal(a, b) for a, b in zip(getattr(tuned, kept).state_dict().values(),
+                                                     getattr(shipped, kept).state_dict().values(), strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(tuned.unet.state_dict().values(),
                                                      shipped.unet.state_dict().values(), strict=True))
 

@@ -446,18 +446,19 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
 
 
 def _initialise(parts: TinyComponents, source: str) -> None:
-    """Start from the VAE and UNet weights and the latent scaling factor of checkpoint ``source`` ('tiny' or a
-    diffusers folder).
+    """Start from the VAE, UNet and text encoder weights and the latent scaling factor of checkpoint ``source``
+    ('tiny' or a diffusers folder): the UNet keeps the text encodings it was trained with, whatever ``--seed``.
 
     Raises:
         InputError: ``source`` does not load, or its UNet has another width.
     """
-    backbone = load_backbone(backbone_source(source))
+    backbone = load_backbone(backbone_source(source), with_text_encoder=True)
     try:
         parts.unet.load_state_dict(backbone.unet.state_dict())
         parts.vae.load_state_dict(backbone.vae.state_dict())
+        parts.text_encoder.load_state_dict(backbone.text_encoder.state_dict())
     except RuntimeError:
-        raise InputError(f"--init {source}: its UNet or VAE has other shapes than this run's "
+        raise InputError(f"--init {source}: its UNet, VAE or text encoder has other shapes than this run's "
                          "(--unet-width must match)") from None
     parts.vae.register_to_config(scaling_factor=backbone.vae.config.scaling_factor)
 
