@@ -325,6 +325,7 @@ class QueryCapture:
         return torch.cat(maps, dim=1)
 
     def close(self) -> None:
+        """Remove the hooks."""
         for handle in self.handles:
             handle.remove()
 
@@ -409,9 +410,12 @@ def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSetti
                                       settings.contrast_temperature)
         return loss + settings.contrast_weight * contrast_loss
 
-    _fit(unet, "unet", settings.unet_lr, settings.unet_steps, run, batch_loss)
-    if capture is not None:
-        capture.close()
+    try:
+        _fit(unet, "unet", settings.unet_lr, settings.unet_steps, run, batch_loss)
+    finally:  # a paused run leaves the UNet without hooks too
+        if capture is not None:
+            capture.close()
+
 
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     """Render the data, pretrain the VAE then the UNet (resuming a saved state), and save the checkpoint.
