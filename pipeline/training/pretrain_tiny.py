@@ -20,14 +20,15 @@ Diffusion's are useful because it was pretrained as a denoiser. This script does
 **Part contrast** (``--contrast-weight W``, off by default): batches become pairs of frames of a kind, and the
 UNet loss adds W times a supervised contrastive loss on its cross-attention queries over the rendered part
 labels (:func:`part_contrast`), so that cells of one part look alike across instances and unlike other parts.
-``--init tiny`` (or a diffusers folder) starts from a checkpoint's VAE and UNet instead of fresh weights; with
-``--vae-steps 0`` its VAE and latent scaling factor are kept.
+``--init tiny`` (or a diffusers folder) starts from a checkpoint's VAE, UNet and text encoder instead of fresh
+weights; with ``--vae-steps 0`` its VAE and latent scaling factor are kept. The shipped backbone is the default
+run (v1) fine-tuned this way (the README gives both commands).
 
 ``--unet-width`` multiplies the UNet's channels and heads (:func:`smite_ops.tiny_model.tiny_unet_config`; the
-shipped backbone uses 1). The text encoder keeps its seeded random initialisation (distinct words still get
-distinct encodings). All randomness derives from ``--seed``: the same arguments and library versions give the
-same weights. Losses are printed every ``--log-every`` steps. The defaults take about 15 minutes on one CPU core
-(``--threads``).
+shipped backbone uses 1). The text encoder keeps its seeded random initialisation (or ``--init``'s; distinct
+words still get distinct encodings). All randomness derives from ``--seed``: the same arguments and library
+versions give the same weights. Losses are printed every ``--log-every`` steps. The defaults take about 15
+minutes on one CPU core (``--threads``).
 
 **Resumable**: every ``--checkpoint-every`` steps of a stage (and at its end) the run state (weights, optimiser,
 schedule, random stream, step) is saved to ``<out>/pretrain-state.pt``. With ``--budget-minutes`` the run pauses at
