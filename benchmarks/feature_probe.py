@@ -87,19 +87,16 @@ class QueryFeatures:
         latents = self.runner.encode(resize(pixels, (self.resolution, self.resolution)), self.generator)
         noisy, _ = self.runner.add_noise(latents, self.timestep, self.generator)
         self.runner.predict(noisy, self.timestep, self.conditioning, num_frames=1)
-        layers = self.runner.video.capture.cross_layers()
-        sides = sorted({height for _, _, (height, _) in layers})
-        maps = []
-        for q, _, (height, width) in layers:
-            if self.layer_sizes is not None and height not in self.layer_sizes:
-                continue
-            cells = q[0].permute(0, 2, 1).reshape(1, -1, height, width).float()  # heads x head_dim channels
-            maps.append(F.interpolate(cells, size=(self.map_size, self.map_size), mode="bilinear"))
-        self.runner.release()
-        if not maps:
+        capture = self.runner.video.capture
+        try:
+            maps = capture.query_maps((self.map_size, self.map_size), heights=self.layer_sizes)
+        except ValueError:
+            sides = sorted({height for _, _, (height, _) in capture.cross_layers()})
             raise InputError(f"--layer-sizes {sorted(self.layer_sizes or ())}: the capture layers at "
-                             f"{self.resolution} px have map sides {sides}")
-        return torch.cat(maps, dim=1)[0]
+                             f"{self.resolution} px have map sides {sides}") from None
+        finally:
+            self.runner.release()
+        return maps[0].float()
 
 
 def fit_probe(features: Tensor, labels: Tensor, num_classes: int) -> torch.nn.Module:

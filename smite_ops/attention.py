@@ -25,7 +25,8 @@ Captured tensors (the contract that :mod:`smite_ops.was` codes against). After a
 - ``sizes[i] == (h, w)``: the layer's feature-map size at call ``i`` (``N = h·w``); ``size`` is the latest.
 
 ``capture.cross_layers()`` / ``capture.self_layers()`` return the latest call as the ``(q, k, (h, w))`` /
-``(q, k)`` tuples that :mod:`smite_ops.was` takes.
+``(q, k)`` tuples that :mod:`smite_ops.was` takes; ``capture.query_maps(size)`` returns the cross layers'
+queries as feature maps (what a linear probe or a feature loss reads).
 
 For ``B`` clips the leading dimension is ``B·F``. With ``conditional_half=True`` (a CFG-doubled batch
 ``[unconditional clips, conditional clips]``) only the second half of the batch is kept. Tensors are
@@ -40,7 +41,7 @@ of every attention at the highest resolution. For SD 1.x/2.x these are the 8 mod
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -91,6 +92,27 @@ class AttentionCapture:
     def cross_layers(self, call: int = -1) -> list[tuple[torch.Tensor, torch.Tensor, tuple[int, int]]]:
         """``(q, k, (h, w))`` of every cross layer for one forward ``call`` (default: the latest)."""
         return [(layer.q[call], layer.k[call], layer.sizes[call]) for layer in self.of_kind("cross")]
+
+    def query_maps(
+        self, size: tuple[int, int], call: int = -1, heights: Collection[int] | None = None
+    ) -> torch.Tensor:
+        """The cross layers' queries of one forward ``call`` as feature maps ``(B·F, C, *size)``.
+
+        Each layer's ``(B·F, heads, h·w, head_dim)`` queries become ``heads·head_dim`` channels of an ``(h, w)``
+        map, resized bilinearly to ``size``; the layers' channels are concatenated in hook order. ``heights``
+        keeps only the layers whose map height is in it.
+
+        Raises:
+            ValueError: no cross layer is left.
+        """
+        maps = []
+        for q, _, (height, width) in self.cross_layers(call):
+            if heights is None or height in heights:
+                cells = q.permute(0, 1, 3, 2).reshape(q.shape[0], -1, height, width)
+                maps.append(F.interpolate(cells, size=size, mode="bilinear", align_corners=False))
+        if not maps:
+            raise ValueError(f"no captured cross layer has a map height in {sorted(heights or ())}")
+        return torch.cat(maps, dim=1)
 
     def self_layers(self, call: int = -1) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``(q, k)`` of every self layer for one forward ``call`` (default: the latest)."""

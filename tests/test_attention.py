@@ -157,6 +157,32 @@ def test_capture_keeps_gradients_unless_detached() -> None:
     assert not detached.capture.of_kind("cross")[0].q[0].requires_grad
 
 
+def test_query_maps_are_the_query_projections_resized_and_stacked() -> None:
+    unet = tiny_unet()
+    projections: list[torch.Tensor] = []
+    names = [name for name, kind in auto_capture_layers(unet).items() if kind == "cross"]
+    hooks = [unet.get_submodule(name).to_q.register_forward_hook(lambda m, i, out: projections.append(out))
+             for name in names]
+    video = configure_video_unet(unet, 2)
+    sample, timestep, text = unet_inputs(frames=2, size=(16, 12))
+    sample.requires_grad_(True)
+    unet(sample, timestep, text)
+    maps = video.capture.query_maps((6, 5))
+    expected = []
+    for projection, (_, _, (h, w)) in zip(projections, video.capture.cross_layers(), strict=True):
+        grid = projection.transpose(1, 2).reshape(2, -1, h, w)  # (B, N, C) -> (B, C, h, w)
+        expected.append(nn.functional.interpolate(grid, size=(6, 5), mode="bilinear", align_corners=False))
+    assert maps.shape == (2, 3 * 48 + 2 * 48, 6, 5)
+    assert torch.allclose(maps, torch.cat(expected, dim=1))
+    maps.square().sum().backward()
+    assert sample.grad is not None and sample.grad.abs().sum() > 0
+    assert video.capture.query_maps((6, 5), heights={8}).shape == (2, 2 * 48, 6, 5)
+    with pytest.raises(ValueError, match=r"no captured cross layer has a map height in \[7\]"):
+        video.capture.query_maps((6, 5), heights={7})
+    for hook in hooks:
+        hook.remove()
+
+
 @pytest.mark.parametrize("config", [SD15, SD21], ids=["sd15", "sd21"])
 def test_auto_layers_for_sd_configs_match_method_table(config: dict[str, object]) -> None:
     with torch.device("meta"):

@@ -9,14 +9,8 @@ import torch
 
 from pipeline.synth import KINDS
 from pipeline.synth.procedural import generic_kind
-from pipeline.training.pretrain_tiny import (
-    PAUSED_EXIT_STATUS,
-    QueryCapture,
-    main,
-    paired_picks,
-    part_contrast,
-    render_frames,
-)
+from pipeline.training.part_contrast import paired_picks, part_contrast, part_ids, sample_cells
+from pipeline.training.pretrain_tiny import PAUSED_EXIT_STATUS, main, render_frames
 from smite_ops.backbone import load_backbone
 
 SHIPPED = Path(__file__).parents[1] / "pipeline" / "assets" / "tiny-sd"
@@ -145,18 +139,22 @@ def test_pairs_are_two_frames_of_each_drawn_kind() -> None:
     assert kinds[picks[0]] == kinds[picks[1]] != kinds[picks[2]] == kinds[picks[3]]
 
 
-def test_query_capture_keeps_every_cross_attention_query_of_a_forward() -> None:
-    unet = load_backbone(str(SHIPPED)).unet
-    capture = QueryCapture(unet)
-    with torch.no_grad():
-        unet(torch.zeros(2, 4, 16, 16), torch.tensor([10, 10]), encoder_hidden_states=torch.zeros(2, 77, 32))
-    layers = [m for n, m in unet.named_modules() if n.endswith("attn2")]
-    maps = capture.maps(8)
-    assert maps.shape == (2, sum(layer.to_q.out_features for layer in layers), 8, 8) and capture.queries == []
-    capture.close()
-    with torch.no_grad():
-        unet(torch.zeros(1, 4, 16, 16), torch.tensor([10]), encoder_hidden_states=torch.zeros(1, 77, 32))
-    assert capture.queries == []
+def test_cells_are_labelled_by_kind_and_part_and_sampled_mostly_on_the_object() -> None:
+    labels = torch.zeros(2, 8, 8, dtype=torch.uint8)
+    labels[0, :4, :4], labels[1, 4:, 4:] = 3, 3  # the same fine label on two kinds
+    ids = part_ids(labels, torch.tensor([0, 2]), stride=2)  # (2, 4, 4)
+    assert ids.shape == (2, 4, 4) and set(ids[0].unique().tolist()) == {0, 1003}
+    assert set(ids[1].unique().tolist()) == {0, 3003} and ids[1, 2:, 2:].eq(3003).all()
+    features = torch.arange(2 * 3 * 16, dtype=torch.float32).reshape(2, 3, 16)
+    cells, cell_ids = sample_cells(features, ids.flatten(1), 4, torch.Generator().manual_seed(0))
+    assert cells.shape == (8, 3) and cell_ids.shape == (8,)
+    for row, part in zip(cells, cell_ids, strict=True):  # each feature row travels with its own cell's id
+        frame, cell = divmod(int(row[0]), 3 * 16)
+        assert row.tolist() == features[frame, :, cell].tolist() and ids[frame].flatten()[cell] == part
+    # 4 object cells at weight 1 against 12 background cells at 0.1: object cells dominate over many draws
+    drawn = torch.cat([sample_cells(features, ids.flatten(1), 4, torch.Generator().manual_seed(s))[1]
+                       for s in range(50)])
+    assert (drawn > 0).float().mean() > 0.6
 
 
 def test_a_contrastive_run_from_the_shipped_backbone_keeps_its_vae_and_text_encoder_and_moves_its_unet(
@@ -182,3 +180,10 @@ def test_contrast_needs_pairs(capsys: pytest.CaptureFixture[str]) -> None:
               "--contrast-weight", "0.1"])
     assert "--contrast-weight needs an even --batch (got 8) and 2 or more frames of every kind (got 1)" in (
         capsys.readouterr().err)
+
+
+def test_a_missing_init_checkpoint_is_named_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit, match="2"):
+        main(["--out", str(tmp_path / "run"), "--init", str(tmp_path / "missing"), *SMALL_RUN])
+    assert capsys.readouterr().err == f"error: {tmp_path / 'missing'}: no such checkpoint folder\n"
+    assert not (tmp_path / "run").exists()

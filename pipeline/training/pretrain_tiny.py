@@ -19,7 +19,8 @@ Diffusion's are useful because it was pretrained as a denoiser. This script does
 
 **Part contrast** (``--contrast-weight W``, off by default): batches become pairs of frames of a kind, and the
 UNet loss adds W times a supervised contrastive loss on its cross-attention queries over the rendered part
-labels (:func:`part_contrast`), so that cells of one part look alike across instances and unlike other parts.
+labels (:mod:`pipeline.training.part_contrast`), so that cells of one part look alike across instances and unlike
+other parts.
 ``--init tiny`` (or a diffusers folder) starts from a checkpoint's VAE, UNet and text encoder instead of fresh
 weights; with ``--vae-steps 0`` its VAE and latent scaling factor are kept. The shipped backbone is the default
 run (v1) fine-tuned this way (the README gives both commands).
@@ -43,11 +44,7 @@ the settings and the wall time over all runs. ``--out`` must be new or hold only
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import pickle
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -65,28 +62,20 @@ from pipeline.synth.generate import stream
 from pipeline.synth.procedural import ProceduralKind, generic_kind
 from pipeline.synth.scene import background_texture, random_pose, render
 from pipeline.synth.shapes import KINDS, ObjectKind
+from pipeline.training.part_contrast import paired_picks, part_contrast, part_ids, sample_cells
+from pipeline.training.pretrain_state import PretrainPaused, ResumableRun, prepare_out, write_checkpoint
+from smite_ops.attention import configure_video_unet
 from smite_ops.backbone import load_backbone
 from smite_ops.conditioning import encode_prompt
 from smite_ops.errors import InputError
-from smite_ops.tiny_model import TinyComponents, build_tiny_components, save_tiny_sd, sd_ddim_scheduler
+from smite_ops.tiny_model import TinyComponents, build_tiny_components, sd_ddim_scheduler
 
 PRETRAIN_ROLE = 2
 """Stream role of pretraining frames (the benchmark uses 0 for references and 1 for videos)."""
 
 EMPTY_PROMPT_PROBABILITY = 0.1
-STATE_FILE = "pretrain-state.pt"
-STATE_PARTIAL = "pretrain-state.partial"
-"""The state being written, renamed to :data:`STATE_FILE` once whole (a kill mid-write leaves it behind)."""
 PAUSED_EXIT_STATUS = 75
 """Exit status of a run that paused at its time budget (``EX_TEMPFAIL``: run the same command again)."""
-STAGES = ("vae", "unet")
-CHECKPOINT_ENTRIES = frozenset(
-    {"model_index.json", "unet", "vae", "scheduler", "text_encoder", "tokenizer", "pretrain.json", STATE_FILE,
-     STATE_PARTIAL}
-)
-"""What a pretraining ``--out`` may hold: a finished checkpoint and the run state."""
-RUN_ONLY = ("out", "log_every", "threads", "checkpoint_every", "budget_minutes")
-"""Settings that do not change the weights: a run may resume another's state with other values of these."""
 
 
 @dataclass(frozen=True)
@@ -169,78 +158,6 @@ def _log(stage: str, step: int, total: int, losses: list[float], started: float)
     print(f"{stage} step {step}/{total} loss {np.mean(losses):.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-class PretrainPaused(Exception):
-    """The run's time budget ran out; its state is saved and the same command continues it."""
-
-
-class ResumableRun:
-    """The saved state of one pretraining run in ``<out>/pretrain-state.pt``.
-
-    Construction restores a saved state into ``parts`` and ``generator`` (refusing one saved with other
-    settings); :meth:`resume` then restores a stage's optimiser and schedule and :meth:`save` checkpoints it.
-    """
-
-    def __init__(self, settings: PretrainSettings, parts: TinyComponents, generator: torch.Generator) -> None:
-        self.settings, self.parts, self.generator = settings, parts, generator
-        self.path = settings.out / STATE_FILE
-        self.began = time.perf_counter()
-        self.saved: dict | None = None
-        if self.path.is_file():
-            try:
-                self.saved = torch.load(self.path, weights_only=True)
-            except (OSError, RuntimeError, pickle.UnpicklingError) as err:
-                raise InputError(f"{self.path}: unreadable run state ({type(err).__name__}); delete it") from None
-            if differ := [f"{key} {value} (asked {getattr(settings, key)})"
-                          for key, value in self.saved["settings"].items() if getattr(settings, key) != value]:
-                raise InputError(f"{self.path}: saved by a run with other settings: {', '.join(differ)}; "
-                                 "use another --out or delete it")
-            parts.vae.load_state_dict(self.saved["vae"])
-            parts.unet.load_state_dict(self.saved["unet"])
-            generator.set_state(self.saved["generator"])
-            print(f"resuming {self.saved['stage']} step {self.saved['step']} from {self.path}", flush=True)
-
-    @property
-    def seconds(self) -> float:
-        """Wall time of this run and the runs it continues (s, at ``settings.threads`` threads)."""
-        return (self.saved["seconds"] if self.saved else 0.0) + time.perf_counter() - self.began
-
-    @property
-    def runs(self) -> int:
-        """How many runs this one is, counting the runs it continues."""
-        return (self.saved["runs"] if self.saved else 0) + 1
-
-    def resume(self, stage: str, steps: int, optimizer: torch.optim.Optimizer, schedule: Any) -> int:
-        """The last step of ``stage`` already done (0 for a fresh stage), with its optimiser and schedule restored."""
-        if self.saved is None or STAGES.index(self.saved["stage"]) < STAGES.index(stage):
-            return 0
-        if self.saved["stage"] != stage:
-            return steps
-        optimizer.load_state_dict(self.saved["optimizer"])
-        schedule.load_state_dict(self.saved["schedule"])
-        return self.saved["step"]
-
-    def save(self, stage: str, step: int, optimizer: torch.optim.Optimizer, schedule: Any) -> None:
-        """Write the state after ``step`` of ``stage`` (atomically).
-
-        Raises:
-            PretrainPaused: the budget (``--budget-minutes``) ran out and this was not the run's last step.
-        """
-        state = {
-            "settings": {key: value for key, value in vars(self.settings).items() if key not in RUN_ONLY},
-            "stage": stage, "step": step, "vae": self.parts.vae.state_dict(), "unet": self.parts.unet.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "generator": self.generator.get_state(), "seconds": self.seconds, "runs": self.runs,
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(STATE_PARTIAL)
-        torch.save(state, partial)
-        os.replace(partial, self.path)
-        budget = self.settings.budget_minutes * 60.0 or math.inf
-        last = stage == STAGES[-1] and step == self.settings.unet_steps
-        if time.perf_counter() - self.began >= budget and not last:
-            raise PretrainPaused(f"paused at {stage} step {step} after {self.seconds:.0f} s over {self.runs} run(s)")
-
-
 def _fit(
     module: torch.nn.Module, name: str, lr: float, steps: int, run: ResumableRun, batch_loss: Callable[[], Tensor]
 ) -> None:
@@ -301,75 +218,12 @@ def _timesteps(count: int, generator: torch.Generator) -> Tensor:
     return torch.where(torch.arange(count) % 2 == 0, low, wide)
 
 
-class QueryCapture:
-    """Forward hooks on the query projection of every cross-attention layer of a UNet (torch's public hook API).
-
-    ``queries`` holds the ``(B, N, C)`` queries of the forwards since the last :meth:`maps` call.
-    """
-
-    def __init__(self, unet: torch.nn.Module) -> None:
-        self.queries: list[Tensor] = []
-        self.handles = [module.to_q.register_forward_hook(self._keep)
-                        for name, module in unet.named_modules() if name.endswith("attn2")]
-
-    def _keep(self, module: torch.nn.Module, inputs: Any, output: Tensor) -> None:
-        self.queries.append(output)
-
-    def maps(self, side: int) -> Tensor:
-        """``(B, C, side, side)``: every captured layer's queries resized bilinearly and concatenated; clears them."""
-        maps = []
-        for queries in self.queries:
-            cells = round(queries.shape[1] ** 0.5)
-            grid = queries.transpose(1, 2).reshape(queries.shape[0], -1, cells, cells)
-            maps.append(F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False))
-        self.queries = []
-        return torch.cat(maps, dim=1)
-
-    def close(self) -> None:
-        """Remove the hooks."""
-        for handle in self.handles:
-            handle.remove()
-
-
-def part_contrast(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
-    """Supervised contrastive loss (Khosla et al., 2020) of cell features against their part ids.
-
-    Each cell's positives are the other cells with its id; cells without one are skipped.
-
-    Args:
-        features: ``(M, C)`` cell features (normalised here).
-        labels: ``(M,)`` int64 part ids.
-        temperature: softmax temperature of the cosine similarities.
-
-    Returns:
-        Scalar: the mean over anchors of minus the mean log-probability of their positives.
-    """
-    unit = F.normalize(features, dim=1)
-    own = torch.eye(len(unit), dtype=torch.bool, device=unit.device)
-    similarity = (unit @ unit.T / temperature).masked_fill(own, -torch.inf)
-    log_prob = (similarity - torch.logsumexp(similarity, dim=1, keepdim=True)).masked_fill(own, 0.0)
-    positives = (labels[:, None] == labels[None, :]) & ~own
-    anchors = positives.any(dim=1)
-    return (-(log_prob * positives).sum(dim=1)[anchors] / positives.sum(dim=1)[anchors]).mean()
-
-
-def paired_picks(kinds: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` frame indices: ``count // 2`` random kinds, two different frames of each (positives across
-    instances for :func:`part_contrast`)."""
-    order = torch.randperm(int(kinds.max()) + 1, generator=generator)[: count // 2]
-    picks = []
-    for kind in order.tolist():
-        frames = (kinds == kind).nonzero().flatten()
-        picks.append(frames[torch.randperm(len(frames), generator=generator)[:2]])
-    return torch.cat(picks)
-
-
 def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSettings, run: ResumableRun) -> None:
     """Train the UNet as a text-conditioned epsilon-prediction denoiser on frozen VAE latents.
 
-    With ``contrast_weight > 0`` batches are pairs of frames of a kind and the loss adds that weight times
-    :func:`part_contrast` of the cross-attention queries at ``contrast_cells`` cells per frame (object cells ten
-    times as likely as background ones), parts identified by kind and fine label, background shared.
+    With ``contrast_weight > 0`` batches are pairs of frames of a kind and the loss adds that weight times the
+    part contrast (:mod:`pipeline.training.part_contrast`) of the cross-attention queries of every cross-attention
+    layer (captured by :func:`smite_ops.attention.configure_video_unet`) at ``contrast_cells`` cells per frame.
     """
     generator = run.generator
     latents = encode_means(parts, frames.images) * parts.vae.config.scaling_factor
@@ -381,10 +235,9 @@ def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSetti
     scheduler = sd_ddim_scheduler()
     unet = parts.unet
     contrast = settings.contrast_weight > 0
-    capture = QueryCapture(unet) if contrast else None
-    stride = frames.labels.shape[-1] // latents.shape[-1]
-    cell_labels = frames.labels[:, ::stride, ::stride].long()  # nearest down-sampling to the latent cells
-    part_ids = torch.where(cell_labels > 0, cell_labels + 1000 * (frames.kinds[:, None, None] + 1), 0)
+    cross_layers = [name for name, module in unet.named_modules() if name.endswith("attn2")]
+    video = configure_video_unet(unet, capture_layers=cross_layers) if contrast else None
+    ids = part_ids(frames.labels, frames.kinds, frames.labels.shape[-1] // latents.shape[-1])
 
     def batch_loss() -> Tensor:
         if contrast:
@@ -400,22 +253,19 @@ def pretrain_unet(parts: TinyComponents, frames: Frames, settings: PretrainSetti
         timesteps = _timesteps(len(picks), generator)
         noisy = scheduler.add_noise(clean, eps, timesteps)
         loss = F.mse_loss(unet(noisy, timesteps, encoder_hidden_states=context).sample, eps)
-        if capture is None:
+        if video is None:
             return loss
-        features = capture.maps(side).flatten(2)  # (B, C, side * side)
-        ids = part_ids[picks, top : top + side, left : left + side].flatten(1)  # (B, side * side)
-        weights = torch.where(ids > 0, 1.0, 0.1)
-        cells = torch.multinomial(weights, min(settings.contrast_cells, side * side), generator=generator)
-        sampled = features.gather(2, cells[:, None].expand(-1, features.shape[1], -1)).transpose(1, 2)
-        contrast_loss = part_contrast(sampled.reshape(-1, features.shape[1]), ids.gather(1, cells).reshape(-1),
-                                      settings.contrast_temperature)
-        return loss + settings.contrast_weight * contrast_loss
+        features = video.capture.query_maps((side, side)).flatten(2)  # (B, C, side * side)
+        video.capture.clear()
+        crop_ids = ids[picks, top : top + side, left : left + side].flatten(1)  # (B, side * side)
+        cells, labels = sample_cells(features, crop_ids, min(settings.contrast_cells, side * side), generator)
+        return loss + settings.contrast_weight * part_contrast(cells, labels, settings.contrast_temperature)
 
     try:
         _fit(unet, "unet", settings.unet_lr, settings.unet_steps, run, batch_loss)
-    finally:  # a paused run leaves the UNet without hooks too
-        if capture is not None:
-            capture.close()
+    finally:  # a paused run leaves the UNet with its own attention processors too
+        if video is not None:
+            video.restore()
 
 
 def pretrain(settings: PretrainSettings) -> dict[str, Any]:
@@ -428,10 +278,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
         PretrainPaused: the budget ran out; the state is saved for the next run.
         InputError: ``settings.out`` holds other files than a checkpoint, or the state of a run with other settings.
     """
-    if settings.out.is_dir() and (foreign := sorted(p.name for p in settings.out.iterdir()
-                                                    if p.name not in CHECKPOINT_ENTRIES)):
-        raise InputError(f"{settings.out}: holds {foreign[:3]}, not a pretraining checkpoint; use a new --out")
-    _finish_swap(settings.out)
+    prepare_out(settings.out)
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -447,7 +294,7 @@ def pretrain(settings: PretrainSettings) -> dict[str, Any]:
     pretrain_vae(parts, frames, settings, run)
     parts.vae.requires_grad_(False)
     pretrain_unet(parts, frames, settings, run)
-    return _write_checkpoint(parts, settings, run)
+    return write_checkpoint(parts, settings, run)
 
 
 def _initialise(parts: TinyComponents, source: str) -> None:
@@ -468,43 +315,6 @@ def _initialise(parts: TinyComponents, source: str) -> None:
     parts.vae.register_to_config(scaling_factor=backbone.vae.config.scaling_factor)
 
 
-def _aside(out: Path) -> Path:
-    return out.with_name(out.name + ".old")
-
-
-def _finish_swap(out: Path) -> None:
-    """Complete or undo a checkpoint swap a kill interrupted (see :func:`_write_checkpoint`)."""
-    aside = _aside(out)
-    if not aside.is_dir():
-        return
-    if out.exists():  # the new checkpoint is in place; only deleting the old folder was missed
-        shutil.rmtree(aside)
-    else:  # killed between the two moves: put the old folder, and the run state in it, back
-        os.replace(aside, out)
-
-
-def _write_checkpoint(parts: TinyComponents, settings: PretrainSettings, run: ResumableRun) -> dict[str, Any]:
-    """Save the finished backbone into ``settings.out`` whole, with ``pretrain.json`` (settings, compute time,
-    runs), and return that record.
-
-    The checkpoint is written to ``<out>.partial``; then ``out`` (with the run state) moves to ``<out>.old``, the
-    new folder moves in, and the old one is deleted. A kill at any point leaves either the run state or the
-    finished checkpoint, never neither (:func:`_finish_swap` tidies up on the next run).
-    """
-    out = settings.out
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_tiny_sd(parts, partial)
-    record = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(settings).items()},
-              "wall_seconds": round(run.seconds, 1), "runs": run.runs}
-    (partial / "pretrain.json").write_text(json.dumps(record, indent=2) + "\n")
-    if out.exists():
-        os.replace(out, _aside(out))  # only checkpoint entries (checked first); the run state goes with them
-    os.replace(partial, out)
-    _finish_swap(out)
-    return record
-
-
 def _parse(argv: list[str] | None) -> PretrainSettings:
     defaults = PretrainSettings(out=Path("."))
     parser = argparse.ArgumentParser(
@@ -523,11 +333,10 @@ def _parse(argv: list[str] | None) -> PretrainSettings:
     if settings.images * len(KINDS) + settings.generic_layouts * settings.generic_images < 1:
         parser.error("nothing to pretrain on: --images and --generic-layouts x --generic-images are 0")
     if settings.contrast_weight > 0:
-        per_kind = [count for count, used in ((settings.images, settings.images), (settings.generic_images,
-                                                                                   settings.generic_layouts)) if used]
-        if settings.batch < 2 or settings.batch % 2 or min(per_kind) < 2:
+        fewest = min(settings.images or math.inf, settings.generic_images if settings.generic_layouts else math.inf)
+        if settings.batch < 2 or settings.batch % 2 or fewest < 2:
             parser.error(f"--contrast-weight needs an even --batch (got {settings.batch}) and 2 or more frames of "
-                         f"every kind (got {min(per_kind)})")
+                         f"every kind (got {fewest})")
     return settings
 
 
