@@ -139,6 +139,14 @@ def test_pairs_are_two_frames_of_each_drawn_kind() -> None:
     assert kinds[picks[0]] == kinds[picks[1]] != kinds[picks[2]] == kinds[picks[3]]
 
 
+def test_pairs_come_from_kinds_with_frames_and_fill_the_batch() -> None:
+    kinds = torch.tensor([3, 3, 4, 4])  # kinds 0-2 have no frames (--images 0)
+    for seed in range(20):
+        picks = paired_picks(kinds, 8, torch.Generator().manual_seed(seed))
+        assert len(picks) == 8 and all(kinds[picks[i]] == kinds[picks[i + 1]] for i in range(0, 8, 2))
+        assert set(kinds[picks].tolist()) == {3, 4}
+
+
 def test_cells_are_labelled_by_kind_and_part_and_sampled_mostly_on_the_object() -> None:
     labels = torch.zeros(2, 8, 8, dtype=torch.uint8)
     labels[0, :4, :4], labels[1, 4:, 4:] = 3, 3  # the same fine label on two kinds

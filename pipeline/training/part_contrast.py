@@ -39,9 +39,14 @@ def part_contrast(features: Tensor, labels: Tensor, temperature: float) -> Tenso
 
 
 def paired_picks(kinds: Tensor, count: int, generator: torch.Generator) -> Tensor:
-    """``count`` frame indices: ``count // 2`` random kinds, two different frames of each (positives across
-    instances for :func:`part_contrast`)."""
-    order = torch.randperm(int(kinds.max()) + 1, generator=generator)[: count // 2]
+    """``count`` frame indices (``count`` even): two different frames of each of ``count // 2`` kinds, positives
+    across instances for :func:`part_contrast`.
+
+    The kinds are drawn among those with frames in ``kinds (N,)``, without repeats while they last.
+    """
+    present = kinds.unique()
+    pairs = count // 2
+    order = present[torch.randperm(len(present), generator=generator)].repeat(-(-pairs // len(present)))[:pairs]
     picks = []
     for kind in order.tolist():
         frames = (kinds == kind).nonzero().flatten()
