@@ -68,6 +68,13 @@ def test_overrides_parse_yaml_values() -> None:
     assert cfg.segment.t_range == (90, 99)
 
 
+def test_exponent_floats_are_numbers_in_overrides_and_files(tmp_path: Path) -> None:
+    cfg = load_config("tiny", ["train.unet_lr=3e-3", "train.token_lr=2E1", "guidance.step_scale=.5e+1"])
+    assert (cfg.train.unet_lr, cfg.train.token_lr, cfg.guidance.step_scale) == (0.003, 20.0, 5.0)
+    assert load_config(_write(tmp_path, "train:\n  unet_lr: 1e-4\n")).train.unet_lr == 1e-4
+    assert load_config(None, ["model.base=1e3x"]).model.base == "1e3x"  # only whole numbers are read as floats
+
+
 def test_digest_is_stable_and_sensitive() -> None:
     assert load_config("car").digest() == load_config("car").digest()
     assert load_config("car").digest() != load_config("car", ["train.epochs=1"]).digest()
