@@ -42,7 +42,7 @@ from pipeline.batch.shared_tracks import compute_video_tracks, make_tracker
 from pipeline.config import JobConfig, load_config
 from pipeline.io.video import probe_video, read_frames, write_video
 from pipeline.method.backbone_source import load_job_backbone
-from pipeline.method.settings import learn_settings, segment_settings, temporal_refiner
+from pipeline.method.settings import learn_settings, map_options, segment_settings, temporal_refiner
 from smite_ops.backbone import Backbone
 from smite_ops.learning import PartLearner
 from smite_ops.part_model import PartModel
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.sweep:
             measure_tracker_settings(timer, config, video)
         tracks = measure_tracking(timer, config, video)
-        segmenter = WindowSegmenter(backbone, part_model, segment_settings(config))
+        segmenter = WindowSegmenter(backbone, part_model, segment_settings(config), options=map_options(config))
         clip = torch.from_numpy(read_frames(video)).permute(0, 3, 1, 2)
         segment = config.segment
         timer.row(

@@ -60,6 +60,9 @@ class ModelConfig(_Section):
         "auto", description="auto: bfloat16 (or float16) on CUDA, float32 on CPU"
     )
     allow_download: bool = Field(False, description="fetch the backbone from the hub when it is not cached")
+    readout: Literal["was", "cross_attention"] = Field(
+        "was", description="class maps read for validation, segmentation and guidance (smite_ops MapOptions.readout)"
+    )
 
     @field_validator("resolution")
     @classmethod

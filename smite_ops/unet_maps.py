@@ -9,8 +9,10 @@ attention as cross-attention logits and WAS maps at the self-attention resolutio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from smite_ops.attention import configure_video_unet
@@ -26,11 +28,15 @@ class MapOptions:
         chunk_size: query pixels per self-attention propagation call (bounds memory; None = one call).
         attention_scale: logit scale; None = ``1/sqrt(head_dim)`` (1/8 for SD, as the reference).
         vae_batch: frames per VAE encoder call.
+        readout: the class maps :meth:`MapRunner.inference_maps` reads for validation, segmentation and guidance:
+            ``was``, the WAS maps (§2.6, the method), or ``cross_attention``, the raw cross-attention logits
+            without the self-attention propagation (the tiny preset, whose self-attention smears parts).
     """
 
     chunk_size: int | None = 1024
     attention_scale: float | None = None
     vae_batch: int = 8
+    readout: Literal["was", "cross_attention"] = "was"
 
 
 class MapRunner:
@@ -135,9 +141,13 @@ class MapRunner:
         return cross_attention_logits(capture.cross_layers(), num_parts, self.map_size, self.options.attention_scale)
 
     def inference_maps(self, num_parts: int, out_size: int | None = None) -> Tensor:
-        """Inference-variant WAS ``(F, P, out, out)`` of the last call (§2.6); ``out`` defaults to the map size."""
+        """Class maps ``(F, P, out, out)`` of the last call, ``out`` defaulting to the map size: the inference-variant
+        WAS (§2.6), or the cross-attention logits resized bilinearly when ``options.readout`` says so."""
+        size = out_size or self.map_size
+        if self.options.readout == "cross_attention":
+            return F.interpolate(self.cross_logits(num_parts), size=(size, size), mode="bilinear", align_corners=False)
         return was_inference(
-            self.cross_logits(num_parts), self.video.capture.self_layers(), out_size or self.map_size,
+            self.cross_logits(num_parts), self.video.capture.self_layers(), size,
             self.options.attention_scale, self.options.chunk_size,
         )
 

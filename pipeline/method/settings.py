@@ -17,6 +17,7 @@ from smite_ops.learning import LearnOptions, LearnSettings
 from smite_ops.losses import LossOptions, SmiteLoss
 from smite_ops.segmentation import SegmentOptions, SegmentSettings, WindowSegmenter
 from smite_ops.temporal import TemporalRefiner
+from smite_ops.unet_maps import MapOptions
 
 
 def fields_of(options: type, section: object) -> dict[str, Any]:
@@ -27,6 +28,11 @@ def fields_of(options: type, section: object) -> dict[str, Any]:
 def segment_settings(config: JobConfig) -> SegmentSettings:
     """The method's segmentation settings: the ``segment`` section's options at the model's resolution."""
     return SegmentSettings(**fields_of(SegmentOptions, config.segment), resolution=config.model.resolution)
+
+
+def map_options(config: JobConfig) -> MapOptions:
+    """How the UNet's captured attention becomes class maps: the ``model`` section's readout."""
+    return MapOptions(readout=config.model.readout)
 
 
 def learn_settings(config: JobConfig) -> LearnSettings:

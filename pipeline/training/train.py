@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pipeline.config import ConfigError, JobConfig
 from pipeline.io.references import ReferenceSet, load_reference_set
 from pipeline.method.backbone_source import load_job_backbone
-from pipeline.method.settings import learn_settings
+from pipeline.method.settings import learn_settings, map_options
 from pipeline.training.augment import ReferenceAugmenter
 from smite_ops.conditioning import encode_part_prompt, encode_prompt
 from smite_ops.errors import InputError
@@ -60,7 +60,7 @@ def job_identity(config: JobConfig, part_names: list[str]) -> dict[str, object]:
     """What a resumed run must share with the run that wrote the state (the backbone hash is added once loaded)."""
     train = config.train
     return {"parts": list(part_names), "resolution": config.model.resolution, "base_model": config.model.base,
-            "trainable": train.trainable, "stage2": train.stage2, "seed": train.seed}
+            "readout": config.model.readout, "trainable": train.trainable, "stage2": train.stage2, "seed": train.seed}
 
 
 def read_training_state(path: Path, identity: dict[str, object]) -> dict[str, Any] | None:
@@ -79,6 +79,7 @@ def read_training_state(path: Path, identity: dict[str, object]) -> dict[str, An
     recorded = state.get("job") if isinstance(state, dict) else None
     if not isinstance(recorded, dict):
         raise TrainingStateError(f"{path}: training state without a job record; train into an empty folder")
+    recorded.setdefault("readout", "was")  # states written before the readout option all selected by WAS maps
     check_same_job(path, recorded, identity)
     return state
 
@@ -136,7 +137,9 @@ def train_part_model(
     identity["base_hash"] = backbone.content_hash
     base, init = encode_part_prompt(backbone.text_encoder, backbone.tokenizer, references.part_names)
     uncond = encode_prompt(backbone.text_encoder, backbone.tokenizer, "")
-    learner = PartLearner(backbone, references.part_names, base, init, uncond, learn_settings(config))
+    learner = PartLearner(
+        backbone, references.part_names, base, init, uncond, learn_settings(config), options=map_options(config)
+    )
 
     start_epoch, best_epoch, best_miou = 0, -1, -1.0
     if state is not None:
