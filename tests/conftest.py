@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +15,30 @@ import torch
 from smite_ops.backbone import load_backbone
 from smite_ops.tiny_model import write_tiny_sd
 from smite_ops.unet_maps import MapRunner
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Remember the run's exit status for :func:`pytest_unconfigure`."""
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process with pytest's exit status once the run is reported, skipping interpreter teardown.
+
+    The atexit handlers still run (they stop Ray and Prefect's temporary API server), then ``os._exit``. Tearing
+    down the interpreter with the native thread pools of torch, Ray, pyarrow and PyAV loaded crashed once in CI
+    after every test had passed (``798 passed``, then ``Segmentation fault``, exit 139); pytest's verdict, not
+    that teardown, is what the exit status must carry.
+    """
+    if not _EXIT_STATUS:
+        return
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])
 
 
 @pytest.fixture(scope="module")
