@@ -79,8 +79,8 @@ def test_training_state_of_another_job_is_refused_in_one_line(references: str, t
         "resolution 64, this job 96": (references, load_config("tiny", [*SETTINGS, "model.resolution=96"])),
         f"trainable {config.train.trainable!r}, this job 'text_embeds'": (
             references, load_config("tiny", [*SETTINGS, "train.trainable=text_embeds"])),
-        "readout 'was', this job 'cross_attention'": (
-            references, load_config("tiny", [*SETTINGS, "model.readout=cross_attention"])),
+        "readout 'cross_attention', this job 'was'": (
+            references, load_config("tiny", [*SETTINGS, "model.readout=was"])),
     }
     for problem, (refs, other) in others.items():
         with pytest.raises(TrainingStateError) as info:
@@ -99,12 +99,12 @@ def test_training_state_of_another_job_is_refused_in_one_line(references: str, t
 
 def test_a_state_from_before_the_readout_option_resumes_as_was(references: str, tmp_path: Path) -> None:
     out = tmp_path / "model"
-    train_part_model(references, out, load_config("tiny", [*SETTINGS, "train.epochs=1"]), progress=False)
+    was = [*SETTINGS, "model.readout=was"]
+    train_part_model(references, out, load_config("tiny", [*was, "train.epochs=1"]), progress=False)
     state = torch.load(out / STATE_FILE, weights_only=True)
     del state["job"]["readout"]
     torch.save(state, out / STATE_FILE)
     with pytest.raises(TrainingStateError, match="readout 'was', this job 'cross_attention'"):
-        train_part_model(references, out, load_config("tiny", [*SETTINGS, "train.epochs=2",
-                                                               "model.readout=cross_attention"]), progress=False)
-    resumed = train_part_model(references, out, load_config("tiny", [*SETTINGS, "train.epochs=2"]), progress=False)
+        train_part_model(references, out, load_config("tiny", [*SETTINGS, "train.epochs=2"]), progress=False)
+    resumed = train_part_model(references, out, load_config("tiny", [*was, "train.epochs=2"]), progress=False)
     assert resumed.epochs_run == 1
