@@ -116,6 +116,18 @@ LOSS_R = 1e-5
 """Loss terms and gradients: float32 reductions in another order (FFTs of 64 x 64 maps for the frequency term);
 measured <= 4e-7, except the frequency term's phase gradient, which is not compared (see the test)."""
 
+FREQUENCY_VALUE_R = 2e-4
+"""The frequency term's value, and the total that carries it: a sum of squared differences of float32 FFT spectra
+(scale 3.5e3), so the vector's own float32 rounding shows. Our float64 evaluation differs from it by 9.6e-5 of
+scale, and float32 by 9.2e-5 on an AVX-512 CPU and <= 4e-7 on the AVX2 CPUs the bound was first measured on
+(MKL's FFT kernels differ per instruction set).
+
+Its gradient w.r.t. the training WAS is ill-conditioned (the phase part divides by |coefficient|, and near-zero
+coefficients round differently): against the vector, our float32 is off by 6.2e-3 of scale on AVX-512 (<= 4e-7 on
+AVX2) and our float64 by 4.5e-2, so the vector pins that gradient only to ``FREQUENCY_GRAD_R``."""
+
+FREQUENCY_GRAD_R = 5e-2
+
 
 @pytest.fixture(scope="module")
 def loss_run() -> tuple[dict[str, np.ndarray], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -139,14 +151,16 @@ def test_training_loss_terms_and_gradients(
     weighted total at epoch 6) and its gradient w.r.t. the cross logits, the training WAS and the noise
     prediction."""
     vector, ours, inputs = loss_run
-    assert_close_to_scale(ours[term].detach().numpy(), vector[term], LOSS_R)
+    value_r = FREQUENCY_VALUE_R if term in ("loss_freq", "total") else LOSS_R
+    assert_close_to_scale(ours[term].detach().numpy(), vector[term], value_r)
     grads = torch.autograd.grad(ours[term], list(inputs.values()), allow_unused=True, retain_graph=True)
     for name, grad in zip(inputs, grads, strict=True):
         expected = vector[f"{term}_grad_{name}"]
         if expected.size == 0:
             assert grad is None or not grad.any()
         else:
-            assert_close_to_scale(grad.numpy(), expected, LOSS_R)
+            ill_conditioned = term in ("loss_freq", "total") and name == "was_train"
+            assert_close_to_scale(grad.numpy(), expected, FREQUENCY_GRAD_R if ill_conditioned else LOSS_R)
 
 
 GRAD_R = 1e-5
