@@ -42,11 +42,10 @@ from pipeline.batch.shared_tracks import compute_video_tracks, make_tracker
 from pipeline.config import JobConfig, load_config
 from pipeline.io.video import probe_video, read_frames, write_video
 from pipeline.method.backbone_source import load_job_backbone
-from pipeline.method.settings import learn_settings, map_options, segment_settings, temporal_refiner
+from pipeline.method.settings import learn_settings, temporal_refiner, window_segmenter
 from smite_ops.backbone import Backbone
 from smite_ops.learning import PartLearner
 from smite_ops.part_model import PartModel
-from smite_ops.segmentation import WindowSegmenter
 from smite_ops.tiny_model import sd_ddim_scheduler
 from smite_ops.tracking.base import Tracks
 from smite_ops.tracking.cotracker3 import CoTracker3Tracker
@@ -230,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.sweep:
             measure_tracker_settings(timer, config, video)
         tracks = measure_tracking(timer, config, video)
-        segmenter = WindowSegmenter(backbone, part_model, segment_settings(config), options=map_options(config))
+        segmenter = window_segmenter(backbone, part_model, config)
         clip = torch.from_numpy(read_frames(video)).permute(0, 3, 1, 2)
         segment = config.segment
         timer.row(

@@ -19,10 +19,9 @@ from pipeline.config import load_config
 from pipeline.io.inputs import video_id_of
 from pipeline.io.video import probe_video, read_frames, write_video
 from pipeline.method.backbone_source import TINY_BACKBONE
-from pipeline.method.settings import map_options, segment_settings
+from pipeline.method.settings import window_segmenter
 from smite_ops.backbone import load_backbone
 from smite_ops.part_model import PartModel, save_part_model
-from smite_ops.segmentation import WindowSegmenter
 
 PARTS = ["background", "left", "right"]
 FRAMES, HEIGHT, WIDTH = 6, 40, 56
@@ -55,7 +54,7 @@ def test_segment_video_writes_the_segmenters_labels_and_an_overlay(tmp_path: Pat
     assert f"({FRAMES} frames" in result.output and f"{video_id}.mp4" in result.output
 
     config = load_config("tiny", SETTINGS)
-    segmenter = WindowSegmenter(backbone, model, segment_settings(config), options=map_options(config))
+    segmenter = window_segmenter(backbone, model, config)
     decoded = torch.from_numpy(read_frames(str(video))).permute(0, 3, 1, 2)
     expected = native_labels(segmenter(decoded, seed=config.segment.seed), HEIGHT, WIDTH).numpy()
     segmenter.runner.close()

@@ -32,7 +32,7 @@ from pipeline.evaluation.evaluate import save_label_maps
 from pipeline.io.inputs import video_id_of
 from pipeline.io.video import probe_video, read_frames, write_video
 from pipeline.method.backbone_source import load_job_backbone
-from pipeline.method.settings import map_options, segment_settings
+from pipeline.method.settings import window_segmenter
 from pipeline.sinks.overlay import overlay_labels, part_palette
 from smite_ops.part_model import PartModel, load_part_model
 from smite_ops.segmentation import WindowSegmenter
@@ -54,8 +54,7 @@ def build_segmenter(model_dir: str, config: JobConfig) -> tuple[WindowSegmenter,
     part_model = load_part_model(model_dir)
     backbone = load_job_backbone(config.model, config.runtime)
     part_model.check_fits(backbone.content_hash, where=model_dir)
-    segmenter = WindowSegmenter(backbone, part_model, segment_settings(config), options=map_options(config))
-    return segmenter, part_model
+    return window_segmenter(backbone, part_model, config), part_model
 
 
 def stitched_frames(

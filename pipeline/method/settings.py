@@ -12,9 +12,11 @@ from dataclasses import fields
 from typing import Any
 
 from pipeline.config import GuidanceConfig, JobConfig
+from smite_ops.backbone import Backbone
 from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
 from smite_ops.learning import LearnOptions, LearnSettings
 from smite_ops.losses import LossOptions, SmiteLoss
+from smite_ops.part_model import PartModel
 from smite_ops.segmentation import SegmentOptions, SegmentSettings, WindowSegmenter
 from smite_ops.temporal import TemporalRefiner
 from smite_ops.unet_maps import MapOptions
@@ -33,6 +35,11 @@ def segment_settings(config: JobConfig) -> SegmentSettings:
 def map_options(config: JobConfig) -> MapOptions:
     """How the UNet's captured attention becomes class maps: the ``model`` section's readout."""
     return MapOptions(readout=config.model.readout)
+
+
+def window_segmenter(backbone: Backbone, part_model: PartModel, config: JobConfig) -> WindowSegmenter:
+    """The job's unguided window segmenter: ``segment`` settings and the ``model`` section's map readout."""
+    return WindowSegmenter(backbone, part_model, segment_settings(config), options=map_options(config))
 
 
 def learn_settings(config: JobConfig) -> LearnSettings:
