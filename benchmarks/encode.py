@@ -1,12 +1,14 @@
 """Overlay encoding: is the H.264 bitstream repeatable, and what does each x264 threading setting cost?
 
 Overlays are part of the rerun contract (a rerun writes byte-identical files), so ``pipeline.io.video`` pins
-x264's threading (``X264_THREADING``). This script encodes the same frames ``--repeats`` times with each
-setting and prints how many distinct files came out and the mean seconds per encode. Rows:
+x264's threading (``X264_THREADING``) and, on CPUs with AVX-512, its instruction set (``X264_INSTRUCTION_SET``).
+This script encodes the same frames ``--repeats`` times with each setting and prints how many distinct files came
+out and the mean seconds per encode. Rows (each with the shipped instruction set):
 
 - ``auto``: x264's default (frame threads, their number from the machine's core count);
 - ``single``: one thread;
-- ``frame-4`` / ``sliced-4``: four frame threads / four slice threads (the shipped setting).
+- ``frame-4`` / ``sliced-4``: four frame threads / four slice threads (the shipped setting);
+- ``sliced-4-avx512`` (on CPUs with AVX-512 only): the shipped threading with every instruction set x264 detects.
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.encode [--frames 48 --size 256x384]``.
 """
@@ -40,9 +42,11 @@ def moving_pattern(num_frames: int, height: int, width: int) -> np.ndarray:
     return np.stack([red, green, blue], axis=-1).round().astype(np.uint8)
 
 
-def measure(frames: np.ndarray, setting: dict[str, str], repeats: int, folder: Path) -> tuple[int, float]:
+def measure(
+    frames: np.ndarray, setting: dict[str, str], instruction_set: dict[str, str], repeats: int, folder: Path
+) -> tuple[int, float]:
     """(distinct output files, mean seconds per encode) over ``repeats`` encodes of ``frames`` at 24 fps."""
-    video.X264_THREADING = setting
+    video.X264_THREADING, video.X264_INSTRUCTION_SET = setting, instruction_set
     digests, seconds = set(), []
     for index in range(repeats):
         path = folder / f"{index}.mp4"
@@ -64,9 +68,12 @@ def main() -> None:
     print(f"{args.frames} frames of {height}x{width}, {args.repeats} encodes per row\n")
     print("| setting | x264 options | distinct files | s per encode |\n|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
-        for name, setting in SETTINGS.items():
-            distinct, mean = measure(frames, setting, args.repeats, Path(folder))
-            options = ":".join(f"{k}={v}" for k, v in setting.items()) or "(default)"
+        rows = [(name, setting, video.X264_INSTRUCTION_SET) for name, setting in SETTINGS.items()]
+        if video.X264_INSTRUCTION_SET:
+            rows.append(("sliced-4-avx512", SETTINGS["sliced-4"], {}))
+        for name, setting, instruction_set in rows:
+            distinct, mean = measure(frames, setting, instruction_set, args.repeats, Path(folder))
+            options = ":".join(f"{k}={v}" for k, v in {**setting, **instruction_set}.items()) or "(default)"
             print(f"| {name} | {options} | {distinct} | {mean:.3f} |", flush=True)
 
 
