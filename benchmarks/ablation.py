@@ -39,6 +39,7 @@ from pipeline.config import load_config
 from pipeline.evaluation.smite50 import read_ground_truth
 from pipeline.io.video import read_frames
 from pipeline.method.backbone_source import load_job_backbone
+from pipeline.method.settings import map_options
 from pipeline.synth.generate import generate_benchmark
 from pipeline.training.train import train_part_model
 from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
@@ -161,7 +162,7 @@ def main() -> None:
         part_model = load_part_model(str(model_dir), expect_base_hash=backbone.content_hash)
         parts = part_model.part_names
         settings = SegmentSettings(resolution=part_model.resolution, hierarchical=False)
-        segmenter = WindowSegmenter(backbone, part_model, settings)
+        segmenter = WindowSegmenter(backbone, part_model, settings, options=map_options(config))
         spacing = max(1, args.size * 8 // part_model.resolution)  # one point per map cell, as the reference
         cases = load_cases(dataset, len(parts), spacing)
         print(f"{dataset.name}: {len(cases)} video(s), {len(parts)} classes, model at {part_model.resolution} px")

@@ -47,6 +47,7 @@ from pipeline.batch.stitch import ScoreStitcher, native_labels
 from pipeline.batch.windows import Window, plan_windows
 from pipeline.config import load_config
 from pipeline.method.backbone_source import load_job_backbone
+from pipeline.method.settings import map_options
 from pipeline.synth.generate import generate_benchmark
 from smite_ops.guidance import GuidanceSettings, GuidedSegmenter
 from smite_ops.metrics import davis_f, gt_consistent_flicker, miou
@@ -195,7 +196,7 @@ def run_kind(kind: str, args: argparse.Namespace, rows: list[Candidate]) -> list
     part_model = load_part_model(str(model_dir), expect_base_hash=backbone.content_hash)
     classes = len(part_model.part_names)
     settings = SegmentSettings(resolution=part_model.resolution, hierarchical=False)
-    segmenter = WindowSegmenter(backbone, part_model, settings)
+    segmenter = WindowSegmenter(backbone, part_model, settings, options=map_options(config))
     spacing = max(1, args.size * 8 // part_model.resolution)  # one point per map cell, as the reference
     cases = [Case(video, spacing) for video in load_cases(dataset, classes, spacing)[: args.videos]]
     cache: dict[tuple[int, int], PhaseA] = {}
