@@ -236,7 +236,7 @@ def run_kind(kind: str, args: argparse.Namespace, rows: list[Candidate]) -> list
         results.append(Result(candidate.name, kind, float(m), float(f), float(flicker), forwards / frames_total,
                               long_video, point_frames / frames_total, reference_work / frames_total, seconds,
                               [tuple(map(float, video)) for video in scores]))
-        print_row(results[-1], results[0], next((r for r in results if r.candidate == "full (today)"), None))
+        print_row(results[-1], results[0], row_named(results, kind, "full (today)"))
     return results
 
 
@@ -257,6 +257,11 @@ def cached_model(kind: str, args: argparse.Namespace) -> tuple[Path, Path]:
                            num_frames=args.frames, kinds=[kind])
         (videos / "DONE").write_text("")
     return videos / Path(dataset).name, Path(model)
+
+
+def row_named(results: list[Result], kind: str, candidate: str) -> Result | None:
+    """The row of ``candidate`` on ``kind``, or None when it was not run."""
+    return next((r for r in results if r.kind == kind and r.candidate == candidate), None)
 
 
 HEADER = ("| candidate | kind | mIoU | F | flicker | flicker vs unguided | share of today's reduction | "
@@ -304,14 +309,13 @@ def print_paired(results: list[Result]) -> None:
     print("\n## paired with today's guided default on the same videos\n" + PAIRED_HEADER)
     print("|---" * (PAIRED_HEADER.count("|") - 1) + "|")
     for row in results:
-        same_kind = [r for r in results if r.kind == row.kind]
-        today = next((r for r in same_kind if r.candidate == "full (today)"), None)
+        today = row_named(results, row.kind, "full (today)")
         if today is None or row is today or row.candidate == "unguided":
             continue
         differences = np.array(row.per_video) - np.array(today.per_video)
         miou_text, miou_upper = paired_difference(differences[:, 0], 2)
         f_text, f_upper = paired_difference(differences[:, 1], 3)
-        share = share_of_today(row, next(r for r in same_kind if r.candidate == "unguided"), today)
+        share = share_of_today(row, row_named(results, row.kind, "unguided"), today)
         holds = share is not None and share >= BAR_SHARE and miou_upper >= 0 and f_upper >= 0
         print(f"| {row.candidate} | {row.kind} | {len(differences)} | {miou_text} | {f_text} | "
               f"{'n/a' if share is None else f'{share:.0%}'} | {'yes' if holds else 'no'} |")
@@ -327,7 +331,7 @@ def plot(results: list[Result], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for kind in sorted({r.kind for r in results}):
         rows = [r for r in results if r.kind == kind]
-        unguided = next(r for r in rows if r.candidate == "unguided").flicker
+        unguided = row_named(results, kind, "unguided").flicker
         costs = [r.forwards_per_frame for r in rows]
         reductions = [100 * (1 - r.flicker / unguided) for r in rows]
         axes.scatter(costs, reductions, label=kind)
@@ -377,9 +381,7 @@ def main() -> None:
     print("\n## all rows, with the share of today's reduction\n" + HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
     for row in results:
-        rows_of_kind = [r for r in results if r.kind == row.kind]
-        unguided = next(r for r in rows_of_kind if r.candidate == "unguided")
-        print_row(row, unguided, next((r for r in rows_of_kind if r.candidate == "full (today)"), None))
+        print_row(row, row_named(results, row.kind, "unguided"), row_named(results, row.kind, "full (today)"))
     print_paired(results)
     plot(results, Path(args.plot))
     print(f"plot: {args.plot}")
