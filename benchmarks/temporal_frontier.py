@@ -236,7 +236,7 @@ def run_kind(kind: str, args: argparse.Namespace, rows: list[Candidate]) -> list
         results.append(Result(candidate.name, kind, float(m), float(f), float(flicker), forwards / frames_total,
                               long_video, point_frames / frames_total, reference_work / frames_total, seconds,
                               [tuple(map(float, video)) for video in scores]))
-        print_row(results[-1], results[0], row_named(results, kind, "full (today)"))
+        print_row(results[-1], unguided_row(results, kind), row_named(results, kind, "full (today)"))
     return results
 
 
@@ -262,6 +262,33 @@ def cached_model(kind: str, args: argparse.Namespace) -> tuple[Path, Path]:
 def row_named(results: list[Result], kind: str, candidate: str) -> Result | None:
     """The row of ``candidate`` on ``kind``, or None when it was not run."""
     return next((r for r in results if r.kind == kind and r.candidate == candidate), None)
+
+
+def unguided_row(results: list[Result], kind: str) -> Result:
+    """The unguided row of ``kind``, the baseline of its ratios (every run has one; :func:`merged_rows` checks)."""
+    row = row_named(results, kind, "unguided")
+    if row is None:
+        raise ValueError(f"kind {kind!r} has no unguided row")
+    return row
+
+
+def merged_rows(paths: list[str], kinds: list[str]) -> list[Result]:
+    """The rows of several ``--json`` files in ``kinds`` order (others last), keeping the first file's copy of a
+    repeated (kind, candidate); exits with a one-line error on a file that is not such a file or on a kind
+    without its unguided row (the baseline of its ratios)."""
+    first: dict[tuple[str, str], Result] = {}
+    for path in paths:
+        try:
+            rows = [Result(**row) for row in json.loads(Path(path).read_text())]
+        except (OSError, ValueError, TypeError) as error:
+            raise SystemExit(f"{path}: cannot read temporal_frontier rows from it ({error})") from None
+        for row in rows:
+            first.setdefault((row.kind, row.candidate), row)
+    results = sorted(first.values(), key=lambda r: kinds.index(r.kind) if r.kind in kinds else len(kinds))
+    for kind in dict.fromkeys(r.kind for r in results):
+        if row_named(results, kind, "unguided") is None:
+            raise SystemExit(f"{' '.join(paths)}: kind {kind!r} has no unguided row (the baseline of its ratios)")
+    return results
 
 
 HEADER = ("| candidate | kind | mIoU | F | flicker | flicker vs unguided | share of today's reduction | "
@@ -315,7 +342,7 @@ def print_paired(results: list[Result]) -> None:
         differences = np.array(row.per_video) - np.array(today.per_video)
         miou_text, miou_upper = paired_difference(differences[:, 0], 2)
         f_text, f_upper = paired_difference(differences[:, 1], 3)
-        share = share_of_today(row, row_named(results, row.kind, "unguided"), today)
+        share = share_of_today(row, unguided_row(results, row.kind), today)
         holds = share is not None and share >= BAR_SHARE and miou_upper >= 0 and f_upper >= 0
         print(f"| {row.candidate} | {row.kind} | {len(differences)} | {miou_text} | {f_text} | "
               f"{'n/a' if share is None else f'{share:.0%}'} | {'yes' if holds else 'no'} |")
@@ -331,7 +358,7 @@ def plot(results: list[Result], path: Path) -> None:
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for kind in sorted({r.kind for r in results}):
         rows = [r for r in results if r.kind == kind]
-        unguided = row_named(results, kind, "unguided").flicker
+        unguided = unguided_row(results, kind).flicker
         costs = [r.forwards_per_frame for r in rows]
         reductions = [100 * (1 - r.flicker / unguided) for r in rows]
         axes.scatter(costs, reductions, label=kind)
@@ -357,7 +384,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="training epochs on first use (default: the tiny preset's)")
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--only", nargs="*", help="run the unguided row and rows whose name contains a word")
-    parser.add_argument("--plot", default="temporal_frontier.png", help="PNG path")
+    parser.add_argument("--plot", help="PNG path (default: temporal_frontier.png under --cache)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--merge", nargs="+", help="run nothing: print and plot the rows of these --json files")
     args = parser.parse_args()
@@ -365,12 +392,7 @@ def main() -> None:
     rows = [c for c in candidates() if c.mode is None or not args.only or any(w in c.name for w in args.only)]
     results: list[Result] = []
     if args.merge:
-        rows_read = [Result(**row) for path in args.merge for row in json.loads(Path(path).read_text())]
-        first: dict[tuple[str, str], Result] = {}
-        for row in rows_read:
-            first.setdefault((row.kind, row.candidate), row)
-        results = list(first.values())
-        results.sort(key=lambda r: args.kinds.index(r.kind) if r.kind in args.kinds else len(args.kinds))
+        results = merged_rows(args.merge, args.kinds)
     else:
         print(HEADER)
         print("|---" * (HEADER.count("|") - 1) + "|")
@@ -381,10 +403,12 @@ def main() -> None:
     print("\n## all rows, with the share of today's reduction\n" + HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
     for row in results:
-        print_row(row, row_named(results, row.kind, "unguided"), row_named(results, row.kind, "full (today)"))
+        print_row(row, unguided_row(results, row.kind), row_named(results, row.kind, "full (today)"))
     print_paired(results)
-    plot(results, Path(args.plot))
-    print(f"plot: {args.plot}")
+    plot_path = Path(args.plot) if args.plot else Path(args.cache) / "temporal_frontier.png"
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    plot(results, plot_path)
+    print(f"plot: {plot_path}")
 
 
 if __name__ == "__main__":

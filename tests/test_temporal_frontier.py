@@ -1,10 +1,14 @@
 """The temporal frontier's verdicts: the share of today's flicker reduction and the paired comparison with today's
 guided default that decides whether a cheaper mode holds issue 16's bar on a kind."""
 
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from benchmarks.temporal_frontier import Result, paired_difference, print_paired, share_of_today
+from benchmarks.temporal_frontier import Result, merged_rows, paired_difference, print_paired, share_of_today
 
 
 def _row(candidate: str, flicker: float, per_video: list[tuple[float, float, float]] | None = None) -> Result:
@@ -42,3 +46,21 @@ def test_a_row_holds_the_bar_only_with_enough_flicker_reduction_and_no_significa
     verdicts = {cells[1]: cells[-2] for line in capsys.readouterr().out.splitlines()
                 if (cells := [cell.strip() for cell in line.split("|")])[1:2] and cells[2:3] == ["car"]}
     assert verdicts == {"noisy equal": "yes", "worse": "no", "too little": "no"}
+
+
+def test_merge_keeps_the_first_copy_and_refuses_a_kind_without_its_baseline(tmp_path: Path) -> None:
+    first, second, orphan, broken = (tmp_path / name for name in ("a.json", "b.json", "c.json", "d.json"))
+    first.write_text(json.dumps([asdict(UNGUIDED), asdict(TODAY)]))
+    second.write_text(json.dumps([asdict(replace(TODAY, flicker=0.5)), asdict(replace(TODAY, kind="face"))]))
+    rows = merged_rows([str(first)], ["car"])
+    assert [(r.kind, r.candidate, r.flicker) for r in rows] == [("car", "unguided", 0.1), ("car", "full (today)", 0.05)]
+    with pytest.raises(SystemExit, match="kind 'face' has no unguided row"):
+        merged_rows([str(first), str(second)], ["car", "face"])
+    orphan.write_text(json.dumps([asdict(replace(UNGUIDED, kind="face"))]))
+    merged = merged_rows([str(first), str(second), str(orphan)], ["face", "car"])
+    assert [(r.kind, r.candidate, r.flicker) for r in merged] == [
+        ("face", "full (today)", 0.05), ("face", "unguided", 0.1), ("car", "unguided", 0.1),
+        ("car", "full (today)", 0.05)]
+    broken.write_text("{not json")
+    with pytest.raises(SystemExit, match=r"d\.json: cannot read temporal_frontier rows from it"):
+        merged_rows([str(broken)], ["car"])
