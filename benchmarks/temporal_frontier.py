@@ -286,8 +286,10 @@ def merged_rows(paths: list[str], kinds: list[str]) -> list[Result]:
             first.setdefault((row.kind, row.candidate), row)
     results = sorted(first.values(), key=lambda r: kinds.index(r.kind) if r.kind in kinds else len(kinds))
     for kind in dict.fromkeys(r.kind for r in results):
-        if row_named(results, kind, "unguided") is None:
-            raise SystemExit(f"{' '.join(paths)}: kind {kind!r} has no unguided row (the baseline of its ratios)")
+        try:
+            unguided_row(results, kind)
+        except ValueError as error:
+            raise SystemExit(f"{' '.join(paths)}: {error} (the baseline of its ratios)") from None
     return results
 
 
